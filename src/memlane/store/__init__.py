@@ -1,0 +1,1 @@
+"""Stores: the contract types, BaseStore, and the in-memory and SQLite backends."""

@@ -1,0 +1,195 @@
+"""BaseStore: backends implement ``abatch``/``batch``; everything else is built on them.
+
+The convenience methods (``put/get/search/delete/list_namespaces`` and their ``a*`` twins)
+only build ops, so every backend behaves the same way for the same calls.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Literal, Self, cast
+
+from memlane.store.types import (
+    NOT_PROVIDED,
+    GetOp,
+    Item,
+    ListNamespacesOp,
+    MatchCondition,
+    NamespacePath,
+    NotProvided,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+)
+
+__all__ = ["BaseStore"]
+
+
+def _list_op(
+    prefix: NamespacePath | None,
+    suffix: NamespacePath | None,
+    max_depth: int | None,
+    limit: int,
+    offset: int,
+) -> ListNamespacesOp:
+    conditions: list[MatchCondition] = []
+    if prefix is not None:
+        conditions.append(MatchCondition("prefix", tuple(prefix)))
+    if suffix is not None:
+        conditions.append(MatchCondition("suffix", tuple(suffix)))
+    return ListNamespacesOp(
+        match_conditions=tuple(conditions) or None, max_depth=max_depth, limit=limit, offset=offset
+    )
+
+
+class BaseStore(ABC):
+    """A store of JSON documents under hierarchical namespaces; see CONTRACT.md."""
+
+    supports_ttl: bool = True
+
+    @abstractmethod
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        """Run ``ops``; results aligned with them. Reads see the state before the writes."""
+
+    @abstractmethod
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        """The blocking twin of :meth:`abatch`."""
+
+    # ---- async convenience methods -------------------------------------------------------
+
+    async def aget(
+        self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None
+    ) -> Item | None:
+        """The item at ``namespace``/``key``, or ``None``."""
+        return cast(Item | None, (await self.abatch([GetOp(namespace, key, refresh_ttl)]))[0])
+
+    async def aput(
+        self,
+        namespace: tuple[str, ...],
+        key: str,
+        value: dict[str, Any] | None,
+        index: Literal[False] | list[str] | None = None,
+        *,
+        ttl: float | None | NotProvided = NOT_PROVIDED,
+    ) -> None:
+        """Store ``value`` (replacing any earlier one), or delete when ``value`` is None."""
+        await self.abatch([PutOp(namespace, key, value, index, ttl)])
+
+    async def adelete(self, namespace: tuple[str, ...], key: str) -> None:
+        """Delete the item; deleting a missing item is a no-op."""
+        await self.abatch([PutOp(namespace, key, None)])
+
+    async def asearch(
+        self,
+        namespace_prefix: tuple[str, ...],
+        /,
+        *,
+        query: str | None = None,
+        filter: dict[str, Any] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        refresh_ttl: bool | None = None,
+    ) -> list[SearchItem]:
+        """Items under ``namespace_prefix`` matching ``filter``, ranked by ``query`` if given."""
+        op = SearchOp(namespace_prefix, filter, limit, offset, query, refresh_ttl)
+        return cast(list[SearchItem], (await self.abatch([op]))[0])
+
+    async def alist_namespaces(
+        self,
+        *,
+        prefix: NamespacePath | None = None,
+        suffix: NamespacePath | None = None,
+        max_depth: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[tuple[str, ...]]:
+        """Namespaces holding live items, sorted; ``"*"`` in prefix/suffix matches one label."""
+        op = _list_op(prefix, suffix, max_depth, limit, offset)
+        return cast(list[tuple[str, ...]], (await self.abatch([op]))[0])
+
+    # ---- sync convenience methods --------------------------------------------------------
+
+    def get(
+        self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None
+    ) -> Item | None:
+        """Blocking twin of :meth:`aget`."""
+        return cast(Item | None, self.batch([GetOp(namespace, key, refresh_ttl)])[0])
+
+    def put(
+        self,
+        namespace: tuple[str, ...],
+        key: str,
+        value: dict[str, Any] | None,
+        index: Literal[False] | list[str] | None = None,
+        *,
+        ttl: float | None | NotProvided = NOT_PROVIDED,
+    ) -> None:
+        """Blocking twin of :meth:`aput`."""
+        self.batch([PutOp(namespace, key, value, index, ttl)])
+
+    def delete(self, namespace: tuple[str, ...], key: str) -> None:
+        """Blocking twin of :meth:`adelete`."""
+        self.batch([PutOp(namespace, key, None)])
+
+    def search(
+        self,
+        namespace_prefix: tuple[str, ...],
+        /,
+        *,
+        query: str | None = None,
+        filter: dict[str, Any] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+        refresh_ttl: bool | None = None,
+    ) -> list[SearchItem]:
+        """Blocking twin of :meth:`asearch`."""
+        op = SearchOp(namespace_prefix, filter, limit, offset, query, refresh_ttl)
+        return cast(list[SearchItem], self.batch([op])[0])
+
+    def list_namespaces(
+        self,
+        *,
+        prefix: NamespacePath | None = None,
+        suffix: NamespacePath | None = None,
+        max_depth: int | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[tuple[str, ...]]:
+        """Blocking twin of :meth:`alist_namespaces`."""
+        op = _list_op(prefix, suffix, max_depth, limit, offset)
+        return cast(list[tuple[str, ...]], self.batch([op])[0])
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Release resources; later calls raise ``StoreClosedError``."""
+        self.close()
+
+    def close(self) -> None:
+        """Blocking twin of :meth:`aclose` (a no-op for stores that hold nothing)."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

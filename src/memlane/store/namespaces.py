@@ -1,0 +1,171 @@
+"""Namespace and key validation, and the matching rules every backend shares.
+
+Backends differ in storage, not in these rules: prefix search matches whole labels, listing
+uses ``"*"`` for one label, ``max_depth`` truncates before de-duplicating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from memlane.store.types import InvalidNamespaceError, MatchCondition
+
+__all__ = [
+    "list_matching_namespaces",
+    "matches_conditions",
+    "matches_prefix",
+    "validate_key",
+    "validate_list_namespaces_args",
+    "validate_namespace",
+    "validate_namespace_prefix",
+]
+
+RESERVED_ROOT = "langgraph"
+
+
+def validate_namespace(namespace: Any) -> tuple[str, ...]:
+    """Return ``namespace`` as a tuple of labels, or raise ``InvalidNamespaceError``.
+
+    A plain string is refused rather than split: ``("users")`` is a classic missing comma.
+    """
+    if isinstance(namespace, str):
+        raise InvalidNamespaceError(
+            f"namespace must be a tuple of labels, got the string {namespace!r} "
+            f"(did you mean ({namespace!r},)?)"
+        )
+    if not isinstance(namespace, tuple | list):
+        raise InvalidNamespaceError(
+            f"namespace must be a tuple of string labels, got {type(namespace).__name__} "
+            f"{namespace!r}"
+        )
+    if not namespace:
+        raise InvalidNamespaceError("namespace must not be empty: give at least one label")
+    for label in namespace:
+        if not isinstance(label, str):
+            raise InvalidNamespaceError(
+                f"namespace label {label!r} in {tuple(namespace)!r} must be a str, "
+                f"not {type(label).__name__}"
+            )
+        if not label:
+            raise InvalidNamespaceError(
+                f"namespace {tuple(namespace)!r} has an empty label; labels must be non-empty"
+            )
+        if "." in label:
+            raise InvalidNamespaceError(
+                f"namespace label {label!r} in {tuple(namespace)!r} contains '.', "
+                f"which is not allowed"
+            )
+    if namespace[0] == RESERVED_ROOT:
+        raise InvalidNamespaceError(
+            f"namespace {tuple(namespace)!r} uses the reserved root label {RESERVED_ROOT!r}"
+        )
+    return tuple(namespace)
+
+
+def validate_namespace_prefix(prefix: Any) -> tuple[str, ...]:
+    """A search prefix: a tuple (possibly empty) of string labels."""
+    if isinstance(prefix, str) or not isinstance(prefix, tuple | list):
+        raise InvalidNamespaceError(
+            f"namespace_prefix must be a tuple of string labels (() for all), got {prefix!r}"
+        )
+    for label in prefix:
+        if not isinstance(label, str):
+            raise InvalidNamespaceError(
+                f"namespace_prefix label {label!r} in {tuple(prefix)!r} must be a str"
+            )
+    return tuple(prefix)
+
+
+def validate_key(key: Any) -> str:
+    """Keys are non-empty strings; an ``int`` is converted (``bool`` is not an int here)."""
+    if isinstance(key, bool):
+        raise ValueError(f"key must be a non-empty str, got {key!r}")
+    if isinstance(key, int):
+        return str(key)
+    if not isinstance(key, str):
+        raise ValueError(f"key must be a non-empty str, got {type(key).__name__} {key!r}")
+    if not key:
+        raise ValueError("key must be a non-empty str, got ''")
+    return key
+
+
+def matches_prefix(namespace: tuple[str, ...], prefix: tuple[str, ...]) -> bool:
+    """Whole-label prefix match: ``("a",)`` matches ``("a", "b")`` but never ``("ab",)``."""
+    return namespace[: len(prefix)] == prefix
+
+
+def _labels_match(labels: Sequence[str], pattern: Sequence[str]) -> bool:
+    return len(labels) == len(pattern) and all(
+        want == "*" or want == have for have, want in zip(labels, pattern, strict=True)
+    )
+
+
+def matches_conditions(
+    namespace: tuple[str, ...], conditions: Sequence[MatchCondition] | None
+) -> bool:
+    """True when ``namespace`` satisfies every prefix/suffix condition (``"*"`` = any label)."""
+    for condition in conditions or ():
+        size = len(condition.path)
+        if size > len(namespace):
+            return False
+        if condition.match_type == "prefix":
+            part = namespace[:size]
+        else:
+            part = namespace[len(namespace) - size :]
+        if not _labels_match(part, condition.path):
+            return False
+    return True
+
+
+def validate_list_namespaces_args(
+    conditions: Any, max_depth: Any, limit: Any, offset: Any
+) -> tuple[MatchCondition, ...]:
+    """Check the arguments of ``list_namespaces`` and return the conditions as a tuple."""
+    checked: list[MatchCondition] = []
+    for condition in conditions or ():
+        if not isinstance(condition, MatchCondition):
+            if isinstance(condition, tuple) and len(condition) == 2:
+                condition = MatchCondition(*condition)
+            else:
+                raise ValueError(f"match condition must be a MatchCondition, got {condition!r}")
+        if condition.match_type not in ("prefix", "suffix"):
+            raise ValueError(
+                f"match_type must be 'prefix' or 'suffix', got {condition.match_type!r}"
+            )
+        path = condition.path
+        if isinstance(path, str) or not isinstance(path, tuple | list):
+            raise ValueError(f"{condition.match_type} must be a tuple of labels, got {path!r}")
+        if not all(isinstance(label, str) for label in path):
+            raise ValueError(f"{condition.match_type} labels must be strings, got {path!r}")
+        checked.append(MatchCondition(condition.match_type, tuple(path)))
+    if max_depth is not None and (
+        isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1
+    ):
+        raise ValueError(f"max_depth must be a positive int or None, got {max_depth!r}")
+    validate_limit_offset(limit, offset)
+    return tuple(checked)
+
+
+def validate_limit_offset(limit: Any, offset: Any) -> None:
+    """``limit`` >= 0 and ``offset`` >= 0, both ints."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be a non-negative int, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be a non-negative int, got {offset!r}")
+
+
+def list_matching_namespaces(
+    namespaces: Iterable[tuple[str, ...]],
+    conditions: Sequence[MatchCondition] | None,
+    max_depth: int | None,
+    limit: int,
+    offset: int,
+) -> list[tuple[str, ...]]:
+    """Filter, truncate to ``max_depth``, de-duplicate, sort, then page."""
+    found: set[tuple[str, ...]] = set()
+    for namespace in namespaces:
+        if not matches_conditions(namespace, conditions):
+            continue
+        found.add(namespace[:max_depth] if max_depth is not None else namespace)
+    return sorted(found)[offset : offset + limit]

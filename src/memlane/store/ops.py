@@ -1,0 +1,233 @@
+"""Validate and normalise operations at the call site, before any backend sees them.
+
+Every backend receives already-checked ops: namespaces are tuples, keys are strings, values
+are private copies serialised once with orjson, filters are parsed, TTLs resolved. A bad
+argument raises here, in the caller's task, naming the bad value; nothing is queued.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from memlane.store.filters import Filter, parse_filter
+from memlane.store.namespaces import (
+    validate_key,
+    validate_limit_offset,
+    validate_list_namespaces_args,
+    validate_namespace,
+    validate_namespace_prefix,
+)
+from memlane.store.paths import JsonPath, compile_path
+from memlane.store.types import (
+    NOT_PROVIDED,
+    GetOp,
+    ListNamespacesOp,
+    MatchCondition,
+    NotProvided,
+    Op,
+    PutOp,
+    SearchOp,
+    TTLConfig,
+    validate_ttl_minutes,
+)
+
+__all__ = [
+    "PreparedGet",
+    "PreparedList",
+    "PreparedOp",
+    "PreparedPut",
+    "PreparedSearch",
+    "encode_value",
+    "prepare_op",
+    "prepare_ops",
+]
+
+
+@dataclass(slots=True, frozen=True)
+class PreparedGet:
+    namespace: tuple[str, ...]
+    key: str
+    refresh_ttl: bool
+
+
+@dataclass(slots=True, frozen=True)
+class PreparedPut:
+    """A checked put (``encoded`` set) or delete (``encoded`` None).
+
+    ``index``: ``False`` no vectors, ``None`` the store's fields, else these paths.
+    ``ttl_minutes``: resolved against the store's default; ``None`` never expires.
+    """
+
+    namespace: tuple[str, ...]
+    key: str
+    encoded: bytes | None
+    index: Literal[False] | tuple[JsonPath, ...] | None
+    ttl_minutes: float | None
+
+    @property
+    def is_delete(self) -> bool:
+        return self.encoded is None
+
+    def value(self) -> dict[str, Any]:
+        """A fresh copy of the value (never shared with the caller or the store)."""
+        assert self.encoded is not None, "a delete has no value"
+        result: dict[str, Any] = orjson.loads(self.encoded)
+        return result
+
+
+@dataclass(slots=True, frozen=True)
+class PreparedSearch:
+    namespace_prefix: tuple[str, ...]
+    filter: Filter
+    limit: int
+    offset: int
+    query: str | None
+    refresh_ttl: bool
+
+
+@dataclass(slots=True, frozen=True)
+class PreparedList:
+    conditions: tuple[MatchCondition, ...]
+    max_depth: int | None
+    limit: int
+    offset: int
+
+
+PreparedOp = PreparedGet | PreparedPut | PreparedSearch | PreparedList
+
+
+_JSON_SCALARS = (str, int, bool, type(None))
+
+
+def _check_json(value: Any, where: str) -> None:
+    """Refuse anything JSON cannot hold faithfully (NaN, inf, sets, objects, non-str keys)."""
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, _JSON_SCALARS):
+            continue
+        if isinstance(node, float):
+            if not math.isfinite(node):
+                raise ValueError(f"{path} is {node!r}; JSON cannot hold NaN or infinity")
+            continue
+        if isinstance(node, dict):
+            for child_key, child in node.items():
+                if not isinstance(child_key, str):
+                    raise TypeError(
+                        f"{path} has a key {child_key!r} of type {type(child_key).__name__}; "
+                        f"JSON object keys must be str"
+                    )
+                stack.append((child, f"{path}[{child_key!r}]"))
+            continue
+        if isinstance(node, list | tuple):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(node))
+            continue
+        raise TypeError(
+            f"{path} is a {type(node).__name__} ({node!r:.60}); values may hold only JSON "
+            f"types (dict, list, str, int, float, bool, None): convert it first"
+        )
+
+
+def encode_value(value: Any) -> bytes:
+    """Check that ``value`` is a JSON object and serialise it once (orjson)."""
+    if not isinstance(value, dict):
+        raise TypeError(
+            f"value must be a dict (a JSON object) or None to delete, "
+            f"got {type(value).__name__} {value!r:.60}"
+        )
+    _check_json(value, "value")
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:  # e.g. an int beyond 64 bits
+        raise ValueError(f"value cannot be stored as JSON: {exc}") from None
+
+
+def _resolve_ttl(ttl: float | None | NotProvided, config: TTLConfig | None) -> float | None:
+    if ttl is NOT_PROVIDED:
+        return config.default_ttl if config is not None else None
+    if ttl is None:
+        return None
+    return validate_ttl_minutes(ttl)
+
+
+def _prepare_index(index: Any) -> Literal[False] | tuple[JsonPath, ...] | None:
+    if index is None or index is False:
+        return index
+    if index is True:
+        return None
+    if isinstance(index, str) or not isinstance(index, list | tuple):
+        raise ValueError(
+            f"index must be False, None, or a list of JSON paths such as ['text'], got {index!r}"
+        )
+    return tuple(compile_path(path) for path in index)
+
+
+def _check_refresh(refresh_ttl: Any) -> None:
+    if refresh_ttl is not None and not isinstance(refresh_ttl, bool):
+        raise ValueError(f"refresh_ttl must be True, False or None, got {refresh_ttl!r}")
+
+
+def prepare_op(op: Op, ttl_config: TTLConfig | None = None) -> PreparedOp:
+    """Check one op and return its normalised form; raise naming the bad value."""
+    refresh_default = ttl_config.refresh_on_read if ttl_config is not None else True
+    if isinstance(op, PutOp):
+        namespace = validate_namespace(op.namespace)
+        key = validate_key(op.key)
+        if op.value is None:
+            return PreparedPut(namespace, key, None, False, None)
+        return PreparedPut(
+            namespace,
+            key,
+            encode_value(op.value),
+            _prepare_index(op.index),
+            _resolve_ttl(op.ttl, ttl_config),
+        )
+    if isinstance(op, GetOp):
+        _check_refresh(op.refresh_ttl)
+        refresh = refresh_default if op.refresh_ttl is None else op.refresh_ttl
+        return PreparedGet(validate_namespace_lookup(op.namespace), validate_key(op.key), refresh)
+    if isinstance(op, SearchOp):
+        _check_refresh(op.refresh_ttl)
+        validate_limit_offset(op.limit, op.offset)
+        if op.query is not None and not isinstance(op.query, str):
+            raise ValueError(f"query must be a str or None, got {op.query!r}")
+        refresh = refresh_default if op.refresh_ttl is None else op.refresh_ttl
+        return PreparedSearch(
+            validate_namespace_prefix(op.namespace_prefix),
+            parse_filter(op.filter),
+            op.limit,
+            op.offset,
+            op.query,
+            refresh,
+        )
+    if isinstance(op, ListNamespacesOp):
+        conditions = validate_list_namespaces_args(
+            op.match_conditions, op.max_depth, op.limit, op.offset
+        )
+        return PreparedList(conditions, op.max_depth, op.limit, op.offset)
+    raise TypeError(f"unknown store operation {op!r}: expected GetOp, PutOp, SearchOp or "
+                    f"ListNamespacesOp")
+
+
+def validate_namespace_lookup(namespace: Any) -> tuple[str, ...]:
+    """Reads accept any tuple of string labels; a namespace that cannot exist finds nothing."""
+    if isinstance(namespace, str) or not isinstance(namespace, tuple | list) or not namespace:
+        raise ValueError(f"namespace must be a non-empty tuple of string labels, got {namespace!r}")
+    if not all(isinstance(label, str) for label in namespace):
+        raise ValueError(f"namespace labels must be strings, got {namespace!r}")
+    return tuple(namespace)
+
+
+def prepare_ops(ops: Any, ttl_config: TTLConfig | None = None) -> list[PreparedOp]:
+    """Check a whole batch before any of it runs, so a bad op applies nothing."""
+    if isinstance(ops, dict | str | bytes):
+        raise TypeError(f"ops must be an iterable of store operations, got {ops!r:.60}")
+    try:
+        items = list(ops)
+    except TypeError:
+        raise TypeError(f"ops must be an iterable of store operations, got {ops!r:.60}") from None
+    return [prepare_op(op, ttl_config) for op in items]

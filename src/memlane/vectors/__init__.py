@@ -1,0 +1,1 @@
+"""Embeddings and the FAISS-backed vector index (depends on nothing else of memlane)."""
