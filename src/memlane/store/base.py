@@ -38,9 +38,9 @@ def _list_op(
 ) -> ListNamespacesOp:
     conditions: list[MatchCondition] = []
     if prefix is not None:
-        conditions.append(MatchCondition("prefix", tuple(prefix)))
+        conditions.append(MatchCondition("prefix", prefix))
     if suffix is not None:
-        conditions.append(MatchCondition("suffix", tuple(suffix)))
+        conditions.append(MatchCondition("suffix", suffix))
     return ListNamespacesOp(
         match_conditions=tuple(conditions) or None, max_depth=max_depth, limit=limit, offset=offset
     )
@@ -113,11 +113,15 @@ class BaseStore(ABC):
 
     # ---- sync convenience methods --------------------------------------------------------
 
+    def _sync_batch(self, ops: list[Op], async_name: str) -> list[Result]:
+        """Run ``ops`` blocking; ``async_name`` names the ``a*`` method for error messages."""
+        return self.batch(ops)
+
     def get(
         self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None
     ) -> Item | None:
         """Blocking twin of :meth:`aget`."""
-        return cast(Item | None, self.batch([GetOp(namespace, key, refresh_ttl)])[0])
+        return cast(Item | None, self._sync_batch([GetOp(namespace, key, refresh_ttl)], "aget")[0])
 
     def put(
         self,
@@ -129,11 +133,11 @@ class BaseStore(ABC):
         ttl: float | None | NotProvided = NOT_PROVIDED,
     ) -> None:
         """Blocking twin of :meth:`aput`."""
-        self.batch([PutOp(namespace, key, value, index, ttl)])
+        self._sync_batch([PutOp(namespace, key, value, index, ttl)], "aput")
 
     def delete(self, namespace: tuple[str, ...], key: str) -> None:
         """Blocking twin of :meth:`adelete`."""
-        self.batch([PutOp(namespace, key, None)])
+        self._sync_batch([PutOp(namespace, key, None)], "adelete")
 
     def search(
         self,
@@ -148,7 +152,7 @@ class BaseStore(ABC):
     ) -> list[SearchItem]:
         """Blocking twin of :meth:`asearch`."""
         op = SearchOp(namespace_prefix, filter, limit, offset, query, refresh_ttl)
-        return cast(list[SearchItem], self.batch([op])[0])
+        return cast(list[SearchItem], self._sync_batch([op], "asearch")[0])
 
     def list_namespaces(
         self,
@@ -161,9 +165,13 @@ class BaseStore(ABC):
     ) -> list[tuple[str, ...]]:
         """Blocking twin of :meth:`alist_namespaces`."""
         op = _list_op(prefix, suffix, max_depth, limit, offset)
-        return cast(list[tuple[str, ...]], self.batch([op])[0])
+        return cast(list[tuple[str, ...]], self._sync_batch([op], "alist_namespaces")[0])
 
     # ---- lifecycle -----------------------------------------------------------------------
+
+    @abstractmethod
+    async def asweep_expired(self) -> int:
+        """Delete expired items now (they are never returned anyway); return how many."""
 
     async def aclose(self) -> None:
         """Release resources; later calls raise ``StoreClosedError``."""

@@ -1,0 +1,81 @@
+"""From puts to vectors: which texts each put embeds, and one embed call for a whole batch.
+
+Both backends use this: the in-memory store per ``batch`` call, the SQLite writer per
+writer batch. A per-row embedding problem (wrong length, NaN) is attributed to its put.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from memlane.store.ops import PreparedPut
+from memlane.store.paths import JsonPath, compile_path, extract_texts
+from memlane.store.types import IndexConfig
+from memlane.vectors import EmbeddedTexts, Embedder
+
+__all__ = ["EmbedPlan", "Indexer", "PutVectors"]
+
+Vectors = npt.NDArray[np.float32]
+
+
+@dataclass(slots=True)
+class PutVectors:
+    """The outcome for one put: its vectors ``(k, dims)``, or why it cannot be embedded."""
+
+    vectors: Vectors | None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class EmbedPlan:
+    """The texts of several puts, flattened for one embed call, with each put's span."""
+
+    texts: list[str]
+    spans: list[tuple[int, int]]
+
+    def split(self, embedded: EmbeddedTexts | None, dims: int) -> list[PutVectors]:
+        """Give each put its rows; a bad row fails only the put it belongs to."""
+        outcomes: list[PutVectors] = []
+        for start, stop in self.spans:
+            if start == stop or embedded is None:
+                outcomes.append(PutVectors(np.zeros((0, dims), dtype=np.float32)))
+                continue
+            errors = [embedded.errors[row] for row in range(start, stop) if row in embedded.errors]
+            if errors:
+                outcomes.append(PutVectors(None, "; ".join(errors)))
+            else:
+                outcomes.append(PutVectors(embedded.vectors[start:stop]))
+        return outcomes
+
+
+class Indexer:
+    """The store's index configuration, compiled once: embedder and default field paths."""
+
+    def __init__(self, config: IndexConfig) -> None:
+        self.config = config
+        self.dims = config.dims
+        self.embedder = Embedder(config.embed, config.dims)
+        self.default_paths: tuple[JsonPath, ...] = tuple(compile_path(p) for p in config.fields)
+
+    def texts_for(self, put: PreparedPut, value: dict[str, Any]) -> list[str]:
+        """The texts one put embeds: none for ``index=False``, else its paths' texts."""
+        if put.index is False:
+            return []
+        paths = self.default_paths if put.index is None else put.index
+        return extract_texts(value, paths)
+
+    def plan(self, puts: Sequence[tuple[PreparedPut, dict[str, Any]]]) -> EmbedPlan:
+        """Flatten the texts of ``puts`` (deletes contribute none) for one embed call."""
+        texts: list[str] = []
+        spans: list[tuple[int, int]] = []
+        for put, value in puts:
+            start = len(texts)
+            if not put.is_delete:
+                texts.extend(self.texts_for(put, value))
+            spans.append((start, len(texts)))
+        return EmbedPlan(texts, spans)

@@ -1,0 +1,6 @@
+"""SqliteStore: a durable SQLite store with one batching writer task and WAL readers."""
+
+from memlane.store.sqlite.store import SqliteStore, StoreLockedError
+from memlane.store.sqlite.writer import WriterError
+
+__all__ = ["SqliteStore", "StoreLockedError", "WriterError"]

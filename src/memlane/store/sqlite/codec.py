@@ -1,0 +1,71 @@
+"""How items are laid out in SQLite rows, and back.
+
+A namespace is stored as its labels joined with ``"."``: labels may not contain a dot, so
+the join is unambiguous, and a prefix is a range of that text (``"a"`` or ``"a." .. "a/"``),
+which the ``UNIQUE (namespace, key)`` index serves directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from memlane.store.timestamps import from_micros
+from memlane.store.types import Item, SearchItem
+
+__all__ = [
+    "ITEM_COLUMNS",
+    "encode_namespace",
+    "is_storable",
+    "prefix_condition",
+    "row_to_item",
+    "row_to_search_item",
+]
+
+ITEM_COLUMNS = "id, namespace, key, value, created_at, updated_at, ttl_minutes"
+
+
+def encode_namespace(namespace: tuple[str, ...]) -> str:
+    return ".".join(namespace)
+
+
+def decode_namespace(text: str) -> tuple[str, ...]:
+    return tuple(text.split("."))
+
+
+def is_storable(labels: tuple[str, ...]) -> bool:
+    """Whether labels could belong to a stored namespace (reads of others find nothing)."""
+    return all(label and "." not in label for label in labels)
+
+
+def prefix_condition(prefix: tuple[str, ...], column: str = "namespace") -> tuple[str, list[Any]]:
+    """SQL matching whole-label prefixes; ``()`` matches everything."""
+    if not prefix:
+        return "1", []
+    text = encode_namespace(prefix)
+    return (
+        f"({column} = ? OR ({column} > ? AND {column} < ?))",
+        [text, text + ".", text + "/"],  # '/' follows '.': every "text.<more>" is in range
+    )
+
+
+def row_to_item(row: tuple[Any, ...]) -> Item:
+    return Item(
+        value=orjson.loads(row[3]),
+        key=row[2],
+        namespace=decode_namespace(row[1]),
+        created_at=from_micros(row[4]),
+        updated_at=from_micros(row[5]),
+    )
+
+
+def row_to_search_item(row: tuple[Any, ...], score: float | None) -> SearchItem:
+    return SearchItem(
+        value=orjson.loads(row[3]),
+        key=row[2],
+        namespace=decode_namespace(row[1]),
+        created_at=from_micros(row[4]),
+        updated_at=from_micros(row[5]),
+        score=score,
+    )

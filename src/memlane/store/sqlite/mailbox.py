@@ -1,0 +1,93 @@
+"""A bounded mailbox that hands its consumer everything waiting at once.
+
+Producers wait when it is full (backpressure, memory stays bounded); the consumer takes
+up to ``max_items`` in one call, so a burst becomes one batch and a lone item is handed
+over at once, with no timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Generic, TypeVar
+
+__all__ = ["Mailbox", "MailboxClosed"]
+
+T = TypeVar("T")
+
+
+class MailboxClosed(Exception):
+    """The mailbox accepts nothing more: its consumer is shutting down."""
+
+
+class Mailbox(Generic[T]):
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"mailbox capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self._items: deque[T] = deque()
+        self._closed = False
+        self._getter: asyncio.Future[None] | None = None
+        self._putters: deque[asyncio.Future[None]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def put(self, item: T) -> None:
+        """Queue ``item``, waiting while the mailbox is full."""
+        while len(self._items) >= self.capacity and not self._closed:
+            space = asyncio.get_running_loop().create_future()
+            self._putters.append(space)
+            try:
+                await space
+            finally:
+                if not space.done():
+                    space.cancel()
+                if space in self._putters:
+                    self._putters.remove(space)
+        self.put_nowait(item)
+
+    def put_nowait(self, item: T) -> None:
+        """Queue ``item`` even past capacity (for small internal messages)."""
+        if self._closed:
+            raise MailboxClosed("the mailbox is closed")
+        self._items.append(item)
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+
+    async def get_batch(self, max_items: int) -> list[T]:
+        """Wait for at least one item, then take up to ``max_items``; ``[]`` once closed and empty."""
+        while not self._items:
+            if self._closed:
+                return []
+            self._getter = asyncio.get_running_loop().create_future()
+            try:
+                await self._getter
+            finally:
+                self._getter = None
+        count = min(max_items, len(self._items))
+        batch = [self._items.popleft() for _ in range(count)]
+        self._wake_putters()
+        return batch
+
+    def close(self) -> None:
+        """Refuse new items; the consumer still drains what is queued."""
+        self._closed = True
+        if self._getter is not None and not self._getter.done():
+            self._getter.set_result(None)
+        for putter in self._putters:
+            if not putter.done():
+                putter.set_result(None)
+
+    def _wake_putters(self) -> None:
+        free = self.capacity - len(self._items)
+        while free > 0 and self._putters:
+            putter = self._putters.popleft()
+            if not putter.done():
+                putter.set_result(None)
+                free -= 1

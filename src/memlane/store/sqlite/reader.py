@@ -1,0 +1,254 @@
+"""The read path: a small pool of WAL reader connections; reads never touch the writer.
+
+Gets that arrive together are answered together: they queue up, and one task per free
+connection takes the whole queue in a single thread hop. A lone get goes at once. A search
+runs its SQL, its vector search and its row fetch in one hop on one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import aiosqlite
+import numpy as np
+
+from memlane.store.namespaces import list_matching_namespaces
+from memlane.store.ops import PreparedList, PreparedSearch
+from memlane.store.sqlite.codec import (
+    ITEM_COLUMNS,
+    decode_namespace,
+    encode_namespace,
+    is_storable,
+    prefix_condition,
+    row_to_item,
+    row_to_search_item,
+)
+from memlane.store.sqlite.connection import run_on_connection_thread
+from memlane.store.timestamps import Clock
+from memlane.store.types import Item, SearchItem
+from memlane.vectors import VectorIndex
+
+__all__ = ["Readers"]
+
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+_GET = f"SELECT {ITEM_COLUMNS} FROM items WHERE namespace = ? AND key = ? AND {_LIVE}"
+_ANY_EXPIRED = "SELECT 1 FROM items WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT 1"
+_ID_CHUNK = 500
+
+_PendingGet = tuple[str, str, bool, "asyncio.Future[Item | None]"]
+
+
+class Readers:
+    """Reader connections, get coalescing, and the search and listing queries."""
+
+    def __init__(
+        self,
+        connections: list[aiosqlite.Connection],
+        *,
+        vectors: VectorIndex | None,
+        clock: Clock,
+        touch: Callable[[list[int], float], None],
+    ) -> None:
+        self._connections = list(connections)
+        self._idle: list[aiosqlite.Connection] = list(connections)
+        self._waiters: deque[asyncio.Future[aiosqlite.Connection]] = deque()
+        self._pending: list[_PendingGet] = []
+        self._flushers: set[asyncio.Task[None]] = set()
+        self._vectors = vectors
+        self._clock = clock
+        self._touch = touch
+        self.get_hops = 0  # thread hops spent on gets (tests check the coalescing)
+
+    # ---- connection leasing --------------------------------------------------------------
+
+    async def _acquire(self) -> aiosqlite.Connection:
+        if self._idle:
+            return self._idle.pop()
+        waiter: asyncio.Future[aiosqlite.Connection] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release(waiter.result())  # handed over just as we were cancelled
+            raise
+
+    def _release(self, conn: aiosqlite.Connection) -> None:
+        if self._pending:
+            self._start_flush(conn)
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self._idle.append(conn)
+
+    async def wait_idle(self) -> None:
+        """Wait until every connection is back in the pool (nothing is in flight)."""
+        held = [await self._acquire() for _ in self._connections]
+        self._idle.extend(held)
+
+    # ---- gets ----------------------------------------------------------------------------
+
+    async def get(self, namespace: tuple[str, ...], key: str, refresh: bool) -> Item | None:
+        """One item; gets queued while connections are busy go together in one hop."""
+        if not is_storable(namespace):
+            return None
+        future: asyncio.Future[Item | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((encode_namespace(namespace), key, refresh, future))
+        if len(self._pending) == 1 and self._idle:
+            self._start_flush(self._idle.pop())
+        return await future
+
+    def _start_flush(self, conn: aiosqlite.Connection) -> None:
+        task = asyncio.get_running_loop().create_task(self._flush(conn))
+        self._flushers.add(task)
+        task.add_done_callback(self._flushers.discard)
+
+    async def _flush(self, conn: aiosqlite.Connection) -> None:
+        batch, self._pending = self._pending, []
+        try:
+            if not batch:
+                return
+            now = self._clock.now()
+            keys = [(namespace, key, now) for namespace, key, _, _ in batch]
+
+            def lookup(raw: sqlite3.Connection) -> list[tuple[Item, int, bool] | None]:
+                found: list[tuple[Item, int, bool] | None] = []
+                for params in keys:
+                    row = raw.execute(_GET, params).fetchone()
+                    found.append(None if row is None else (row_to_item(row), row[0], row[6] is not None))
+                return found
+
+            self.get_hops += 1
+            try:
+                rows = await run_on_connection_thread(conn, lookup)
+            except Exception as exc:
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            touched: list[int] = []
+            for (_, _, refresh, future), found in zip(batch, rows, strict=True):
+                if found is not None and refresh and found[2]:
+                    touched.append(found[1])
+                if not future.done():
+                    future.set_result(None if found is None else found[0])
+            if touched:
+                self._touch(touched, now)
+        finally:
+            self._release(conn)
+
+    # ---- search --------------------------------------------------------------------------
+
+    async def search(self, op: PreparedSearch, query: np.ndarray | None) -> list[SearchItem]:
+        """Filter-only (newest first) or ranked by ``query`` when the store has an index."""
+        if not is_storable(op.namespace_prefix):
+            return []
+        now = self._clock.now()
+        vectors = self._vectors if query is not None else None
+
+        def run(raw: sqlite3.Connection) -> list[tuple[SearchItem, int, bool]]:
+            if vectors is None or query is None:
+                return _filter_search(raw, op, now)
+            return _vector_search(raw, vectors, op, query, now)
+
+        conn = await self._acquire()
+        try:
+            found = await run_on_connection_thread(conn, run)
+        finally:
+            self._release(conn)
+        if op.refresh_ttl:
+            touched = [item_id for _, item_id, expiring in found if expiring]
+            if touched:
+                self._touch(touched, now)
+        return [item for item, _, _ in found]
+
+    async def list_namespaces(self, op: PreparedList) -> list[tuple[str, ...]]:
+        now = self._clock.now()
+
+        def run(raw: sqlite3.Connection) -> list[tuple[str, ...]]:
+            rows = raw.execute(f"SELECT DISTINCT namespace FROM items WHERE {_LIVE}", (now,))
+            return [decode_namespace(row[0]) for row in rows]
+
+        conn = await self._acquire()
+        try:
+            namespaces = await run_on_connection_thread(conn, run)
+        finally:
+            self._release(conn)
+        return list_matching_namespaces(
+            namespaces, op.conditions, op.max_depth, op.limit, op.offset
+        )
+
+
+def _where(op: PreparedSearch, now: float) -> tuple[str, list[Any]]:
+    scope, params = prefix_condition(op.namespace_prefix)
+    filter_sql, filter_params = op.filter.to_sql("items.value")
+    return f"{scope} AND {_LIVE} AND {filter_sql}", [*params, now, *filter_params]
+
+
+def _filter_search(
+    raw: sqlite3.Connection, op: PreparedSearch, now: float
+) -> list[tuple[SearchItem, int, bool]]:
+    where, params = _where(op, now)
+    sql = (
+        f"SELECT {ITEM_COLUMNS} FROM items WHERE {where} "
+        f"ORDER BY updated_at DESC, namespace, key LIMIT ? OFFSET ?"
+    )
+    rows = raw.execute(sql, [*params, op.limit, op.offset]).fetchall()
+    return [(row_to_search_item(row, None), row[0], row[6] is not None) for row in rows]
+
+
+def _vector_search(
+    raw: sqlite3.Connection,
+    vectors: VectorIndex,
+    op: PreparedSearch,
+    query: np.ndarray,
+    now: float,
+) -> list[tuple[SearchItem, int, bool]]:
+    """Exact top ``offset + limit`` among the live items the scope and filter allow."""
+    wanted = op.offset + op.limit
+    if wanted == 0:
+        return []
+    whole_store = (
+        not op.namespace_prefix
+        and op.filter.is_empty
+        and raw.execute(_ANY_EXPIRED, (now,)).fetchone() is None
+    )
+    candidates = None
+    if not whole_store:
+        where, params = _where(op, now)
+        ids = [row[0] for row in raw.execute(f"SELECT id FROM items WHERE {where}", params)]
+        if not ids:
+            return []
+        candidates = np.asarray(ids, dtype=np.int64)
+    k = wanted
+    while True:
+        hits = vectors.search(query, k, candidates)
+        rows = _rows_by_id(raw, [item_id for item_id, _ in hits], now)
+        kept = [(rows[item_id], score) for item_id, score in hits if item_id in rows]
+        # An id can vanish between the index and the table only while its delete commits;
+        # then ask the index for more so the page stays full.
+        if len(kept) >= wanted or len(hits) < k:
+            break
+        k *= 2
+    return [
+        (row_to_search_item(row, score), row[0], row[6] is not None)
+        for row, score in kept[op.offset : wanted]
+    ]
+
+
+def _rows_by_id(raw: sqlite3.Connection, ids: list[int], now: float) -> dict[int, tuple[Any, ...]]:
+    rows: dict[int, tuple[Any, ...]] = {}
+    for start in range(0, len(ids), _ID_CHUNK):
+        chunk = ids[start : start + _ID_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        sql = f"SELECT {ITEM_COLUMNS} FROM items WHERE id IN ({marks}) AND {_LIVE}"
+        for row in raw.execute(sql, [*chunk, now]):
+            rows[row[0]] = row
+    return rows

@@ -1,0 +1,111 @@
+"""The SQLite schema, its migrations, and the pragmas every connection gets.
+
+Each migration runs once, in order, inside a transaction, and is recorded in
+``memlane_migrations``; a file written by an older memlane upgrades in place on open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Literal
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "apply_migrations", "configure", "check_dims"]
+
+Synchronous = Literal["NORMAL", "FULL"]
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "items, vectors and metadata",
+        """
+        CREATE TABLE memlane_meta (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        CREATE TABLE items (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: the vector index maps it
+            namespace TEXT NOT NULL,               -- labels joined with '.', which labels lack
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,                   -- JSON text, exactly as orjson wrote it
+            created_at INTEGER NOT NULL,           -- microseconds since the epoch, UTC
+            updated_at INTEGER NOT NULL,
+            ttl_minutes REAL,
+            expires_at REAL,                       -- seconds since the epoch; NULL = never
+            UNIQUE (namespace, key)
+        );
+        CREATE INDEX items_by_updated ON items (updated_at);
+        CREATE INDEX items_by_expiry ON items (expires_at) WHERE expires_at IS NOT NULL;
+        CREATE TABLE vectors (
+            item_id INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            embedding BLOB NOT NULL,               -- float32, little-endian, L2-normalised
+            PRIMARY KEY (item_id, seq)
+        ) WITHOUT ROWID;
+        """,
+    ),
+]
+
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def configure(conn: sqlite3.Connection, *, synchronous: Synchronous, busy_timeout_ms: int) -> None:
+    """Pragmas for every connection: WAL so readers run beside the writer."""
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise RuntimeError(f"could not switch the database to WAL mode (got {mode!r})")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache per connection
+
+
+def apply_migrations(conn: sqlite3.Connection, now_micros: int) -> int:
+    """Bring the file's schema up to date; return the version it had before."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS memlane_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+    )
+    row = conn.execute("SELECT MAX(version) FROM memlane_migrations").fetchone()
+    current = int(row[0]) if row and row[0] is not None else 0
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"this database was written by a newer memlane (schema {current}, this version "
+            f"knows up to {SCHEMA_VERSION}); upgrade memlane to open it"
+        )
+    for version, name, script in MIGRATIONS:
+        if version <= current:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO memlane_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (version, name, now_micros),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return current
+
+
+def check_dims(conn: sqlite3.Connection, dims: int | None) -> None:
+    """Refuse to mix vector sizes in one file: record the dims on first use, check them after."""
+    row = conn.execute("SELECT value FROM memlane_meta WHERE name = 'dims'").fetchone()
+    if row is None:
+        if dims is not None:
+            conn.execute("INSERT INTO memlane_meta (name, value) VALUES ('dims', ?)", (str(dims),))
+        return
+    stored = int(row[0])
+    if dims is not None and stored != dims:
+        raise ValueError(
+            f"this database holds {stored}-dimensional vectors but the index config says "
+            f"dims={dims}; open it with dims={stored} or use a new file"
+        )
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script on ';' (migrations contain no ';' inside strings)."""
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]

@@ -1,0 +1,344 @@
+"""SqliteStore: a durable store; writes go through one batching writer, reads never do.
+
+Open it with ``async with SqliteStore.open(path) as store`` (or ``open_sync`` in scripts).
+One process owns a file for writing: a second ``open`` of the same file fails at once with
+:class:`StoreLockedError` instead of meeting "database is locked" mid-work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import anyio
+import numpy as np
+from anyio.from_thread import start_blocking_portal
+
+from memlane.store.base import BaseStore
+from memlane.store.indexing import Indexer
+from memlane.store.ops import (
+    PreparedGet,
+    PreparedList,
+    PreparedPut,
+    PreparedSearch,
+    prepare_ops,
+)
+from memlane.store.sqlite.connection import connect, run_on_connection_thread
+from memlane.store.sqlite.reader import Readers
+from memlane.store.sqlite.schema import Synchronous, apply_migrations, check_dims, configure
+from memlane.store.sqlite.writer import Writer
+from memlane.store.timestamps import Clock
+from memlane.store.types import IndexConfig, Op, Result, StoreClosedError, TTLConfig
+from memlane.vectors import VectorIndex
+
+__all__ = ["SqliteStore", "StoreLockedError"]
+
+log = logging.getLogger(__name__)
+
+
+class StoreLockedError(RuntimeError):
+    """Another process (or another open store in this one) is writing to this file."""
+
+
+class _FileLock:
+    """An exclusive ``flock`` beside the database; the OS drops it if the process dies."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = db_path.with_name(db_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLockedError(
+                f"{self.path.with_suffix('')} is already open for writing by another store "
+                f"(lock file {self.path}); one process owns a store file at a time"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class SqliteStore(BaseStore):
+    """The contract on a SQLite file (WAL): see CONTRACT.md section 2 and docs/sqlite.md."""
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        index_config: IndexConfig | None,
+        ttl_config: TTLConfig | None,
+        indexer: Indexer | None,
+        writer: Writer,
+        readers: Readers,
+    ) -> None:
+        self.path = path
+        self.index_config = index_config
+        self.ttl_config = ttl_config
+        self._indexer = indexer
+        self._writer = writer
+        self._readers = readers
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._closed = False
+        self._closing: asyncio.Task[None] | None = None
+        self._on_close: list[Callable[[], Any]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- opening -------------------------------------------------------------------------
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        index: IndexConfig | dict[str, Any] | None = None,
+        ttl: TTLConfig | dict[str, Any] | None = None,
+        synchronous: Synchronous = "NORMAL",
+        readers: int = 2,
+        busy_timeout_ms: int = 5_000,
+        mailbox_capacity: int = 10_000,
+        max_batch: int = 2_048,
+        clock: Callable[[], float] | None = None,
+    ) -> AsyncIterator[SqliteStore]:
+        """Open (creating or upgrading) the store at ``path``; close it on exit.
+
+        ``synchronous="NORMAL"`` (default): a commit survives a crash of the process; a
+        power loss may undo the last few commits, never corrupt the file. ``"FULL"`` also
+        survives power loss, at the cost of an fsync per batch.
+        """
+        db_path = _check_path(path)
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+        if isinstance(readers, bool) or not isinstance(readers, int) or readers < 1:
+            raise ValueError(f"readers must be a positive int, got {readers!r}")
+        index_config = IndexConfig.coerce(index)
+        ttl_config = TTLConfig.coerce(ttl)
+        indexer = Indexer(index_config) if index_config else None
+        lock = _FileLock(db_path)
+        lock.acquire()
+        opened: list[aiosqlite.Connection] = []
+        try:
+            store_clock = Clock(clock)
+            writer_conn = await connect(db_path)
+            opened.append(writer_conn)
+
+            def prepare(raw: sqlite3.Connection) -> int:
+                configure(raw, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+                apply_migrations(raw, store_clock.next_stamp())
+                check_dims(raw, index_config.dims if index_config else None)
+                newest = raw.execute("SELECT MAX(updated_at) FROM items").fetchone()[0]
+                return int(newest or 0)
+
+            store_clock.observe(await run_on_connection_thread(writer_conn, prepare))
+            reader_conns = []
+            for _ in range(readers):
+                conn = await connect(db_path, read_only=True)
+                opened.append(conn)
+                await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+                reader_conns.append(conn)
+            vectors = None
+            if index_config is not None:
+                vectors = VectorIndex(index_config.dims)
+                await run_on_connection_thread(
+                    writer_conn, lambda raw: _load_vectors(raw, vectors, index_config.dims)
+                )
+            writer = Writer(
+                writer_conn,
+                indexer=indexer,
+                vectors=vectors,
+                clock=store_clock,
+                capacity=mailbox_capacity,
+                max_batch=max_batch,
+            )
+            reader_pool = Readers(reader_conns, vectors=vectors, clock=store_clock,
+                                  touch=writer.touch)
+            store = cls(
+                path=db_path,
+                index_config=index_config,
+                ttl_config=ttl_config,
+                indexer=indexer,
+                writer=writer,
+                readers=reader_pool,
+            )
+            store._on_close.extend(conn.close for conn in opened)
+            # Plain tasks, not a task group: an exception raised by the caller's code inside
+            # ``async with`` must reach it as itself, not wrapped in an ExceptionGroup.
+            store._tasks.append(asyncio.create_task(writer.run(), name="memlane-writer"))
+            if ttl_config is not None and ttl_config.sweep_interval_minutes:
+                store._tasks.append(
+                    asyncio.create_task(
+                        store._sweep_forever(ttl_config.sweep_interval_minutes),
+                        name="memlane-ttl-sweeper",
+                    )
+                )
+            try:
+                yield store
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await store.aclose()
+        finally:
+            with anyio.CancelScope(shield=True):
+                for conn in opened:
+                    await conn.close()
+            lock.release()
+
+    @classmethod
+    @contextmanager
+    def open_sync(cls, path: str | os.PathLike[str], **options: Any) -> Iterator[SqliteStore]:
+        """Open the store for scripts without an event loop: a background thread runs one."""
+        with (
+            start_blocking_portal("asyncio") as portal,
+            portal.wrap_async_context_manager(cls.open(path, **options)) as store,
+        ):
+            yield store
+
+    # ---- the batch entry points ----------------------------------------------------------
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        self._check_open()
+        prepared = prepare_ops(ops, self.ttl_config)
+        results: list[Result] = [None] * len(prepared)
+        puts: list[PreparedPut] = []
+        for row, op in enumerate(prepared):
+            if isinstance(op, PreparedPut):
+                puts.append(op)
+            elif isinstance(op, PreparedGet):
+                results[row] = await self._readers.get(op.namespace, op.key, op.refresh_ttl)
+            elif isinstance(op, PreparedSearch):
+                query = None
+                if op.query is not None and self._indexer is not None:
+                    query = await self._indexer.embedder.aembed_query(op.query)
+                results[row] = await self._readers.search(op, query)
+            elif isinstance(op, PreparedList):
+                results[row] = await self._readers.list_namespaces(op)
+        if puts:
+            await self._writer.write(puts)
+        return results
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        return self._sync_batch(list(ops), "abatch")
+
+    def _sync_batch(self, ops: list[Op], async_name: str) -> list[Result]:
+        """Run on the store's loop from another thread; refuse on the loop's own thread."""
+        if threading.get_ident() == self._loop_thread:
+            name = async_name.removeprefix("a")
+            raise RuntimeError(
+                f"SqliteStore.{name}() was called on the event loop's own thread, where "
+                f"blocking would deadlock; use `await store.{async_name}(...)` instead"
+            )
+        self._check_open()
+        try:
+            future = asyncio.run_coroutine_threadsafe(self.abatch(ops), self._loop)
+        except RuntimeError as exc:  # the loop is gone
+            raise StoreClosedError(f"the store's event loop is not running: {exc}") from exc
+        return future.result()
+
+    # ---- TTL -----------------------------------------------------------------------------
+
+    async def asweep_expired(self) -> int:
+        self._check_open()
+        return await self._writer.sweep()
+
+    async def _sweep_forever(self, interval_minutes: float) -> None:
+        while True:
+            await asyncio.sleep(interval_minutes * 60)
+            try:
+                await self._writer.sweep()
+            except StoreClosedError:
+                return
+            except Exception:  # a failed sweep is retried on the next interval
+                log.exception("memlane TTL sweep failed")
+
+    # ---- closing -------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Stop taking work, commit everything queued, stop the writer, close connections."""
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.ensure_future(self._shut_down())
+        await asyncio.shield(self._closing)
+
+    async def _shut_down(self) -> None:
+        self._writer.mailbox.close()
+        await self._writer.stopped.wait()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._readers.wait_idle()
+        for release in self._on_close:
+            result = release()
+            if asyncio.iscoroutine(result):
+                await result
+
+    def close(self) -> None:
+        """Blocking twin of :meth:`aclose`, for another thread than the store's loop."""
+        if threading.get_ident() == self._loop_thread:
+            raise RuntimeError(
+                "SqliteStore.close() was called on the event loop's own thread; "
+                "use `await store.aclose()` instead"
+            )
+        if self._loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self.aclose(), self._loop).result()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"the SqliteStore at {self.path} is closed")
+
+    @property
+    def writer_batches(self) -> int:
+        """How many batches the writer has committed (a gauge of batching under load)."""
+        return self._writer.batches
+
+    @property
+    def get_hops(self) -> int:
+        """How many reader thread hops gets have cost (a gauge of get coalescing)."""
+        return self._readers.get_hops
+
+
+def _check_path(path: str | os.PathLike[str]) -> Path:
+    text = os.fspath(path)
+    if not text or text == ":memory:" or text.startswith("file:"):
+        raise ValueError(
+            f"SqliteStore needs a file path, got {text!r}; use InMemoryStore for a store "
+            f"without a file"
+        )
+    db_path = Path(text)
+    if db_path.is_dir():
+        raise ValueError(f"{db_path} is a directory; give the path of a database file")
+    if not db_path.parent.exists():
+        raise FileNotFoundError(f"the folder {db_path.parent} does not exist")
+    return db_path
+
+
+def _load_vectors(raw: sqlite3.Connection, vectors: VectorIndex, dims: int) -> None:
+    """Rebuild the in-memory vector index from the stored float32 blobs, in bulk."""
+    rows = raw.execute("SELECT item_id, embedding FROM vectors ORDER BY item_id, seq").fetchall()
+    if not rows:
+        return
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
+    matrix = matrix.reshape(len(rows), dims)
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    stops = np.r_[starts[1:], len(ids)]
+    vectors.upsert(
+        [(int(ids[a]), matrix[a:b]) for a, b in zip(starts.tolist(), stops.tolist(), strict=True)]
+    )

@@ -1,0 +1,389 @@
+"""The writer actor: the one task that owns the write connection.
+
+Callers validate and serialise in their own task, then post a request and await its
+future. The writer takes everything waiting (up to ``max_batch``), and for that batch:
+
+1. embeds all new texts in one call (per request only to isolate a failing one);
+2. coalesces ops on the same key (the last wins);
+3. commits everything in one ``BEGIN IMMEDIATE`` transaction, one thread hop;
+4. applies the committed changes to the vector index;
+5. resolves each caller's future, so an acknowledged write is visible to every reader.
+
+One bad request fails only its own caller: a failed embed call or transaction is retried
+request by request. If the writer itself stops, every queued caller gets an error instead
+of waiting forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosqlite
+import numpy as np
+
+from memlane.store.indexing import Indexer
+from memlane.store.ops import PreparedPut
+from memlane.store.sqlite.codec import encode_namespace
+from memlane.store.sqlite.connection import run_on_connection_thread
+from memlane.store.sqlite.mailbox import Mailbox, MailboxClosed
+from memlane.store.timestamps import Clock
+from memlane.store.types import StoreClosedError
+from memlane.vectors import EmbeddingError, VectorIndex
+
+__all__ = ["SweepRequest", "TouchRequest", "WriteRequest", "Writer", "WriterError"]
+
+log = logging.getLogger(__name__)
+
+
+class WriterError(RuntimeError):
+    """The writer failed on a batch for a reason no single request explains."""
+
+
+@dataclass(slots=True)
+class WriteRequest:
+    """One caller's puts and deletes, applied together or not at all."""
+
+    puts: list[PreparedPut]
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class TouchRequest:
+    """Push back the expiry of items that were read at ``read_at`` (nobody waits for it)."""
+
+    item_ids: list[int]
+    read_at: float
+
+
+@dataclass(slots=True)
+class SweepRequest:
+    """Delete every expired item; the future gets how many were deleted."""
+
+    future: asyncio.Future[int]
+
+
+Request = WriteRequest | TouchRequest | SweepRequest
+
+
+@dataclass(slots=True)
+class _Entry:
+    """A put inside a writer batch, with its vectors once embedded."""
+
+    request: int
+    put: PreparedPut
+    vectors: np.ndarray | None = None
+    embedded: bool = False
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _Changes:
+    """What a committed transaction did, to mirror into the vector index."""
+
+    upserted: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+    swept: int = 0
+
+
+_UPSERT = """
+INSERT INTO items (namespace, key, value, created_at, updated_at, ttl_minutes, expires_at)
+VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)
+ON CONFLICT (namespace, key) DO UPDATE SET
+    value = excluded.value,
+    created_at = CASE WHEN items.expires_at IS NOT NULL AND items.expires_at <= ?7
+                      THEN excluded.created_at ELSE items.created_at END,
+    updated_at = excluded.updated_at,
+    ttl_minutes = excluded.ttl_minutes,
+    expires_at = excluded.expires_at
+"""
+_DELETE = "DELETE FROM items WHERE namespace = ? AND key = ?"
+_DELETE_VECTORS = "DELETE FROM vectors WHERE item_id = ?"
+_INSERT_VECTOR = "INSERT INTO vectors (item_id, seq, embedding) VALUES (?, ?, ?)"
+_TOUCH = (
+    "UPDATE items SET expires_at = MAX(expires_at, ? + ttl_minutes * 60)"
+    " WHERE id = ? AND ttl_minutes IS NOT NULL"
+)
+_SWEEP = "DELETE FROM items WHERE expires_at IS NOT NULL AND expires_at <= ? RETURNING id"
+
+
+def _coalesce(entries: list[_Entry], failed: dict[int, BaseException]) -> list[_Entry]:
+    """The last op per key among requests that have not failed."""
+    last: dict[tuple[tuple[str, ...], str], _Entry] = {}
+    for entry in entries:
+        if entry.request not in failed:
+            last[(entry.put.namespace, entry.put.key)] = entry
+    return list(last.values())
+
+
+class Writer:
+    """Owns the write connection; see the module docstring for one batch's life."""
+
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        *,
+        indexer: Indexer | None,
+        vectors: VectorIndex | None,
+        clock: Clock,
+        capacity: int = 10_000,
+        max_batch: int = 2_048,
+    ) -> None:
+        self._conn = conn
+        self._indexer = indexer
+        self._vectors = vectors
+        self._clock = clock
+        self._max_batch = max_batch
+        self.mailbox: Mailbox[Request] = Mailbox(capacity)
+        self.stopped = asyncio.Event()
+        self.batches = 0  # how many batches were committed (for tests and stats)
+
+    # ---- what callers use ----------------------------------------------------------------
+
+    async def write(self, puts: list[PreparedPut]) -> None:
+        """Queue ``puts`` (waiting while the mailbox is full) and wait for their commit."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            await self.mailbox.put(WriteRequest(puts, future))
+        except MailboxClosed:
+            raise StoreClosedError("the store is closed; the write was not queued") from None
+        await future
+
+    def touch(self, item_ids: list[int], read_at: float) -> None:
+        """Refresh the expiry of ``item_ids`` (read at ``read_at``) in a coming batch."""
+        try:
+            self.mailbox.put_nowait(TouchRequest(item_ids, read_at))
+        except MailboxClosed:
+            pass  # closing: a refresh that no later read can observe is not needed
+
+    async def sweep(self) -> int:
+        """Delete expired items now; return how many."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        try:
+            self.mailbox.put_nowait(SweepRequest(future))
+        except MailboxClosed:
+            raise StoreClosedError("the store is closed") from None
+        return await future
+
+    # ---- the actor -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Process batches until the mailbox is closed and drained."""
+        try:
+            while batch := await self.mailbox.get_batch(self._max_batch):
+                try:
+                    await self._process(batch)
+                except Exception as exc:
+                    log.exception("memlane writer failed on a batch")
+                    error = WriterError(f"the store's writer failed on this batch: {exc!r}")
+                    error.__cause__ = exc
+                    self._fail(batch, error)
+        finally:
+            self.mailbox.close()
+            leftover = []
+            while len(self.mailbox):
+                leftover.extend(await self.mailbox.get_batch(len(self.mailbox)))
+            self._fail(
+                leftover,
+                StoreClosedError("the store's writer stopped before this write was committed"),
+            )
+            self.stopped.set()
+
+    async def _process(self, batch: list[Request]) -> None:
+        writes = [r for r in batch if isinstance(r, WriteRequest)]
+        touches = [
+            (r.read_at, item_id)
+            for r in batch
+            if isinstance(r, TouchRequest)
+            for item_id in r.item_ids
+        ]
+        sweeps = [r for r in batch if isinstance(r, SweepRequest)]
+        entries = [_Entry(n, put) for n, request in enumerate(writes) for put in request.puts]
+        failed: dict[int, BaseException] = {}
+        if self._indexer is not None:
+            survivors = await self._embed(entries, failed)
+        else:
+            survivors = _coalesce(entries, failed)
+        now = self._clock.now()
+        stamps = [self._clock.next_stamp() for _ in survivors]
+        try:
+            changes = await self._commit(survivors, stamps, touches, bool(sweeps), now)
+        except Exception as exc:
+            if len(writes) - len(failed) <= 1 and not touches and not sweeps:
+                for n in range(len(writes)):
+                    failed.setdefault(n, exc)
+                changes = _Changes()
+            else:
+                changes = await self._commit_one_by_one(entries, failed, touches, sweeps, now)
+        self._apply_to_index(changes)
+        self.batches += 1
+        for n, request in enumerate(writes):
+            if request.future.done():
+                continue  # the caller was cancelled; its write is committed regardless
+            if n in failed:
+                request.future.set_exception(failed[n])
+            else:
+                request.future.set_result(None)
+        for sweep in sweeps:
+            if not sweep.future.done():
+                sweep.future.set_result(changes.swept)
+
+    # ---- embedding -----------------------------------------------------------------------
+
+    async def _embed(self, entries: list[_Entry], failed: dict[int, BaseException]) -> list[_Entry]:
+        """Embed the surviving puts in one call; isolate failures to their requests."""
+        while True:
+            survivors = _coalesce(entries, failed)
+            todo = [e for e in survivors if not e.embedded and not e.put.is_delete]
+            if not todo:
+                return survivors
+            try:
+                await self._embed_entries(todo)
+            except Exception:
+                for request in sorted({e.request for e in todo}):
+                    group = [e for e in todo if e.request == request]
+                    try:
+                        await self._embed_entries(group)
+                    except Exception as exc:
+                        failed[request] = exc
+                        for entry in group:
+                            entry.embedded = True
+            for entry in todo:
+                if entry.error is not None and entry.request not in failed:
+                    failed[entry.request] = EmbeddingError(
+                        f"cannot index the put to {entry.put.namespace!r}/{entry.put.key!r}: "
+                        f"{entry.error}"
+                    )
+
+    async def _embed_entries(self, group: list[_Entry]) -> None:
+        assert self._indexer is not None
+        plan = self._indexer.plan([(e.put, e.put.value()) for e in group])
+        embedded = await self._indexer.embedder.aembed_texts(plan.texts) if plan.texts else None
+        for entry, outcome in zip(group, plan.split(embedded, self._indexer.dims), strict=True):
+            entry.vectors, entry.error, entry.embedded = outcome.vectors, outcome.error, True
+
+    # ---- the transaction -----------------------------------------------------------------
+
+    async def _commit(
+        self,
+        entries: list[_Entry],
+        stamps: list[int],
+        touches: list[tuple[float, int]],
+        sweep: bool,
+        now: float,
+    ) -> _Changes:
+        indexed = self._indexer is not None
+
+        def transaction(raw: sqlite3.Connection) -> _Changes:
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                changes = _Changes()
+                _write_entries(raw, entries, stamps, now, indexed, changes)
+                if touches:
+                    raw.executemany(_TOUCH, touches)
+                if sweep:
+                    swept = [row[0] for row in raw.execute(_SWEEP, (now,)).fetchall()]
+                    if indexed:
+                        raw.executemany(_DELETE_VECTORS, [(i,) for i in swept])
+                    changes.removed.extend(swept)
+                    changes.swept = len(swept)
+                raw.execute("COMMIT")
+                return changes
+            except BaseException:
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")
+                raise
+
+        return await run_on_connection_thread(self._conn, transaction)
+
+    async def _commit_one_by_one(
+        self,
+        entries: list[_Entry],
+        failed: dict[int, BaseException],
+        touches: list[tuple[float, int]],
+        sweeps: list[SweepRequest],
+        now: float,
+    ) -> _Changes:
+        """After a failed batch transaction: one transaction per request, to find the bad one."""
+        total = _Changes()
+        for request in sorted({e.request for e in entries} - set(failed)):
+            own = _coalesce([e for e in entries if e.request == request], failed)
+            stamps = [self._clock.next_stamp() for _ in own]
+            try:
+                changes = await self._commit(own, stamps, [], False, now)
+            except Exception as exc:
+                failed[request] = exc
+                continue
+            total.upserted.extend(changes.upserted)
+            total.removed.extend(changes.removed)
+        if touches or sweeps:
+            try:
+                changes = await self._commit([], [], touches, bool(sweeps), now)
+            except Exception as exc:
+                for sweep in sweeps:
+                    if not sweep.future.done():
+                        sweep.future.set_exception(exc)
+            else:
+                total.removed.extend(changes.removed)
+                total.swept = changes.swept
+        return total
+
+    def _apply_to_index(self, changes: _Changes) -> None:
+        if self._vectors is None:
+            return
+        if changes.removed:
+            self._vectors.remove(changes.removed)
+        if changes.upserted:
+            self._vectors.upsert(changes.upserted)
+
+    @staticmethod
+    def _fail(batch: list[Request], error: BaseException) -> None:
+        for request in batch:
+            if isinstance(request, WriteRequest | SweepRequest) and not request.future.done():
+                request.future.set_exception(error)
+
+
+def _write_entries(
+    raw: sqlite3.Connection,
+    entries: list[_Entry],
+    stamps: list[int],
+    now: float,
+    indexed: bool,
+    changes: _Changes,
+) -> None:
+    """Upserts and deletes for one transaction; with an index, keep vectors beside items."""
+    rows: list[tuple[Any, ...]] = []
+    deletes: list[tuple[str, str]] = []
+    for entry, stamp in zip(entries, stamps, strict=True):
+        put = entry.put
+        namespace = encode_namespace(put.namespace)
+        if put.encoded is None:
+            deletes.append((namespace, put.key))
+            continue
+        ttl = put.ttl_minutes
+        expires_at = now + ttl * 60 if ttl is not None else None
+        rows.append((namespace, put.key, put.encoded.decode(), stamp, ttl, expires_at, now))
+    if not indexed:
+        raw.executemany(_UPSERT, rows)
+        raw.executemany(_DELETE, deletes)
+        return
+    puts = [entry for entry in entries if entry.put.encoded is not None]
+    for entry, row in zip(puts, rows, strict=True):
+        item_id = raw.execute(_UPSERT + " RETURNING id", row).fetchone()[0]
+        raw.execute(_DELETE_VECTORS, (item_id,))
+        vectors = entry.vectors
+        if vectors is not None and len(vectors):
+            raw.executemany(
+                _INSERT_VECTOR,
+                [(item_id, seq, vector.tobytes()) for seq, vector in enumerate(vectors)],
+            )
+            changes.upserted.append((item_id, vectors))
+        else:
+            changes.removed.append(item_id)
+    for namespace, key in deletes:
+        for (item_id,) in raw.execute(_DELETE + " RETURNING id", (namespace, key)).fetchall():
+            raw.execute(_DELETE_VECTORS, (item_id,))
+            changes.removed.append(item_id)

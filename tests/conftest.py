@@ -1,0 +1,94 @@
+"""Shared fixtures: the asyncio backend, a fake clock, and a factory for every store backend.
+
+The contract tests take ``make_store`` so each test runs against every backend; a new
+backend joins the suite by adding itself to ``BACKENDS``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+import itertools
+
+from memlane import InMemoryStore, SqliteStore
+from memlane.store.base import BaseStore
+
+BACKENDS = ["memory", "sqlite"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class FakeClock:
+    """A time source that moves only when told to, so TTL tests never sleep."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+class StoreFactory(Protocol):
+    backend: str
+
+    def __call__(self, **kwargs: Any) -> Awaitable[BaseStore]: ...
+
+
+VOCABULARY = (
+    "apple banana cherry dog cat horse python rust language english short direct "
+    "music jazz rock food pizza travel paris tokyo weather rain sun"
+).split()
+
+
+def keyword_embed(texts: Sequence[str]) -> list[list[float]]:
+    """A transparent embedding: one dimension per vocabulary word (plus a bias)."""
+    vectors = []
+    for text in texts:
+        words = text.lower().replace('"', " ").replace(",", " ").split()
+        vector = [float(words.count(word)) for word in VOCABULARY]
+        vector.append(0.01)
+        vectors.append(vector)
+    return vectors
+
+
+KEYWORD_DIMS = len(VOCABULARY) + 1
+
+
+@pytest.fixture(params=BACKENDS)
+async def make_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[StoreFactory]:
+    """``await make_store(index=..., ttl=..., clock=...)``; every store is closed afterwards."""
+    backend: str = request.param
+    counter = itertools.count()
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def factory(**kwargs: Any) -> BaseStore:
+            if backend == "memory":
+                store = InMemoryStore(**kwargs)
+                stack.callback(store.close)
+                return store
+            if backend == "sqlite":
+                path = tmp_path / f"store-{next(counter)}.db"
+                return await stack.enter_async_context(SqliteStore.open(path, **kwargs))
+            raise AssertionError(f"unknown backend {backend}")  # pragma: no cover
+
+        factory.backend = backend  # type: ignore[attr-defined]
+        yield factory  # type: ignore[misc]
+
