@@ -42,8 +42,10 @@ __all__ = [
     "PreparedPut",
     "PreparedSearch",
     "encode_value",
+    "prepare_get",
     "prepare_op",
     "prepare_ops",
+    "prepare_put",
 ]
 
 
@@ -133,17 +135,24 @@ def _check_json(value: Any, where: str) -> None:
 
 
 def encode_value(value: Any) -> bytes:
-    """Check that ``value`` is a JSON object and serialise it once (orjson)."""
+    """Check that ``value`` is a JSON object and serialise it once (orjson).
+
+    The fast path trusts orjson and checks the round trip (NaN would come back as null,
+    a datetime as a string); only a value that fails it is walked, to name the bad part.
+    """
     if not isinstance(value, dict):
         raise TypeError(
             f"value must be a dict (a JSON object) or None to delete, "
             f"got {type(value).__name__} {value!r:.60}"
         )
-    _check_json(value, "value")
     try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError as exc:  # e.g. an int beyond 64 bits
+        encoded = orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        _check_json(value, "value")
         raise ValueError(f"value cannot be stored as JSON: {exc}") from None
+    if orjson.loads(encoded) != value:
+        _check_json(value, "value")  # raises, unless the difference is only tuples vs lists
+    return encoded
 
 
 def _resolve_ttl(ttl: float | None | NotProvided, config: TTLConfig | None) -> float | None:
@@ -171,25 +180,45 @@ def _check_refresh(refresh_ttl: Any) -> None:
         raise ValueError(f"refresh_ttl must be True, False or None, got {refresh_ttl!r}")
 
 
+def prepare_put(
+    namespace: Any,
+    key: Any,
+    value: Any,
+    index: Any,
+    ttl: float | None | NotProvided,
+    ttl_config: TTLConfig | None,
+) -> PreparedPut:
+    """Check one put or delete (``value`` None)."""
+    checked_namespace = validate_namespace(namespace)
+    checked_key = validate_key(key)
+    if value is None:
+        return PreparedPut(checked_namespace, checked_key, None, False, None)
+    return PreparedPut(
+        checked_namespace,
+        checked_key,
+        encode_value(value),
+        _prepare_index(index),
+        _resolve_ttl(ttl, ttl_config),
+    )
+
+
+def prepare_get(
+    namespace: Any, key: Any, refresh_ttl: Any, ttl_config: TTLConfig | None
+) -> PreparedGet:
+    """Check one get; ``refresh_ttl=None`` follows the store's ``refresh_on_read``."""
+    _check_refresh(refresh_ttl)
+    if refresh_ttl is None:
+        refresh_ttl = ttl_config.refresh_on_read if ttl_config is not None else True
+    return PreparedGet(validate_namespace_lookup(namespace), validate_key(key), refresh_ttl)
+
+
 def prepare_op(op: Op, ttl_config: TTLConfig | None = None) -> PreparedOp:
     """Check one op and return its normalised form; raise naming the bad value."""
     refresh_default = ttl_config.refresh_on_read if ttl_config is not None else True
     if isinstance(op, PutOp):
-        namespace = validate_namespace(op.namespace)
-        key = validate_key(op.key)
-        if op.value is None:
-            return PreparedPut(namespace, key, None, False, None)
-        return PreparedPut(
-            namespace,
-            key,
-            encode_value(op.value),
-            _prepare_index(op.index),
-            _resolve_ttl(op.ttl, ttl_config),
-        )
+        return prepare_put(op.namespace, op.key, op.value, op.index, op.ttl, ttl_config)
     if isinstance(op, GetOp):
-        _check_refresh(op.refresh_ttl)
-        refresh = refresh_default if op.refresh_ttl is None else op.refresh_ttl
-        return PreparedGet(validate_namespace_lookup(op.namespace), validate_key(op.key), refresh)
+        return prepare_get(op.namespace, op.key, op.refresh_ttl, ttl_config)
     if isinstance(op, SearchOp):
         _check_refresh(op.refresh_ttl)
         validate_limit_offset(op.limit, op.offset)

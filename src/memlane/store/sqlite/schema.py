@@ -36,11 +36,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX items_by_updated ON items (updated_at);
         CREATE INDEX items_by_expiry ON items (expires_at) WHERE expires_at IS NOT NULL;
         CREATE TABLE vectors (
-            item_id INTEGER NOT NULL,
-            seq INTEGER NOT NULL,
-            embedding BLOB NOT NULL,               -- float32, little-endian, L2-normalised
-            PRIMARY KEY (item_id, seq)
-        ) WITHOUT ROWID;
+            item_id INTEGER PRIMARY KEY,           -- items.id; a rowid table: fast appends
+            embedding BLOB NOT NULL                -- the item's k vectors, k x dims float32
+        );
         """,
     ),
 ]
@@ -57,6 +55,10 @@ def configure(conn: sqlite3.Connection, *, synchronous: Synchronous, busy_timeou
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache per connection
+    # Checkpoint less often than the default 1,000 pages: vector blobs make big batches,
+    # and each checkpoint stalls the writer. The WAL is truncated back after checkpoints.
+    conn.execute("PRAGMA wal_autocheckpoint = 10000")
+    conn.execute(f"PRAGMA journal_size_limit = {64 * 2**20}")
 
 
 def apply_migrations(conn: sqlite3.Connection, now_micros: int) -> int:

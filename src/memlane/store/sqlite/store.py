@@ -16,7 +16,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiosqlite
 import anyio
@@ -30,14 +30,25 @@ from memlane.store.ops import (
     PreparedList,
     PreparedPut,
     PreparedSearch,
+    prepare_get,
     prepare_ops,
+    prepare_put,
 )
 from memlane.store.sqlite.connection import connect, run_on_connection_thread
 from memlane.store.sqlite.reader import Readers
 from memlane.store.sqlite.schema import Synchronous, apply_migrations, check_dims, configure
 from memlane.store.sqlite.writer import Writer
 from memlane.store.timestamps import Clock
-from memlane.store.types import IndexConfig, Op, Result, StoreClosedError, TTLConfig
+from memlane.store.types import (
+    NOT_PROVIDED,
+    IndexConfig,
+    Item,
+    NotProvided,
+    Op,
+    Result,
+    StoreClosedError,
+    TTLConfig,
+)
 from memlane.vectors import VectorIndex
 
 __all__ = ["SqliteStore", "StoreLockedError"]
@@ -233,6 +244,31 @@ class SqliteStore(BaseStore):
             await self._writer.write(puts)
         return results
 
+    # Single-op fast paths: the same checks as ``abatch`` without building op lists.
+
+    async def aput(
+        self,
+        namespace: tuple[str, ...],
+        key: str,
+        value: dict[str, Any] | None,
+        index: Literal[False] | list[str] | None = None,
+        *,
+        ttl: float | None | NotProvided = NOT_PROVIDED,
+    ) -> None:
+        self._check_open()
+        await self._writer.write([prepare_put(namespace, key, value, index, ttl, self.ttl_config)])
+
+    async def adelete(self, namespace: tuple[str, ...], key: str) -> None:
+        self._check_open()
+        await self._writer.write([prepare_put(namespace, key, None, None, None, None)])
+
+    async def aget(
+        self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None
+    ) -> Item | None:
+        self._check_open()
+        op = prepare_get(namespace, key, refresh_ttl, self.ttl_config)
+        return await self._readers.get(op.namespace, op.key, op.refresh_ttl)
+
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         return self._sync_batch(list(ops), "abatch")
 
@@ -331,14 +367,16 @@ def _check_path(path: str | os.PathLike[str]) -> Path:
 
 def _load_vectors(raw: sqlite3.Connection, vectors: VectorIndex, dims: int) -> None:
     """Rebuild the in-memory vector index from the stored float32 blobs, in bulk."""
-    rows = raw.execute("SELECT item_id, embedding FROM vectors ORDER BY item_id, seq").fetchall()
+    rows = raw.execute("SELECT item_id, embedding FROM vectors").fetchall()
     if not rows:
         return
-    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
-    matrix = matrix.reshape(len(rows), dims)
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    stops = np.r_[starts[1:], len(ids)]
-    vectors.upsert(
-        [(int(ids[a]), matrix[a:b]) for a, b in zip(starts.tolist(), stops.tolist(), strict=True)]
-    )
+    width = dims * 4
+    updates = []
+    for item_id, blob in rows:
+        if len(blob) % width:
+            raise ValueError(
+                f"the stored vectors of item {item_id} are {len(blob)} bytes, not a multiple "
+                f"of {width} ({dims} float32 values): the file is damaged"
+            )
+        updates.append((int(item_id), np.frombuffer(blob, dtype="<f4").reshape(-1, dims)))
+    vectors.upsert(updates)

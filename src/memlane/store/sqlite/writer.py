@@ -102,7 +102,8 @@ ON CONFLICT (namespace, key) DO UPDATE SET
 """
 _DELETE = "DELETE FROM items WHERE namespace = ? AND key = ?"
 _DELETE_VECTORS = "DELETE FROM vectors WHERE item_id = ?"
-_INSERT_VECTOR = "INSERT INTO vectors (item_id, seq, embedding) VALUES (?, ?, ?)"
+_ITEM_ID = "SELECT id FROM items WHERE namespace = ? AND key = ?"
+_INSERT_VECTORS = "INSERT INTO vectors (item_id, embedding) VALUES (?, ?)"
 _TOUCH = (
     "UPDATE items SET expires_at = MAX(expires_at, ? + ttl_minutes * 60)"
     " WHERE id = ? AND ttl_minutes IS NOT NULL"
@@ -146,8 +147,12 @@ class Writer:
     async def write(self, puts: list[PreparedPut]) -> None:
         """Queue ``puts`` (waiting while the mailbox is full) and wait for their commit."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        request = WriteRequest(puts, future)
         try:
-            await self.mailbox.put(WriteRequest(puts, future))
+            if len(self.mailbox) < self.mailbox.capacity:
+                self.mailbox.put_nowait(request)
+            else:
+                await self.mailbox.put(request)
         except MailboxClosed:
             raise StoreClosedError("the store is closed; the write was not queued") from None
         await future
@@ -354,8 +359,13 @@ def _write_entries(
     indexed: bool,
     changes: _Changes,
 ) -> None:
-    """Upserts and deletes for one transaction; with an index, keep vectors beside items."""
+    """Upserts and deletes for one transaction, a few statements for the whole batch.
+
+    With an index, vectors live in their own table beside the items (filter scans stay
+    small); the item ids the vector index needs are looked up once per key.
+    """
     rows: list[tuple[Any, ...]] = []
+    put_entries: list[_Entry] = []
     deletes: list[tuple[str, str]] = []
     for entry, stamp in zip(entries, stamps, strict=True):
         put = entry.put
@@ -366,24 +376,30 @@ def _write_entries(
         ttl = put.ttl_minutes
         expires_at = now + ttl * 60 if ttl is not None else None
         rows.append((namespace, put.key, put.encoded.decode(), stamp, ttl, expires_at, now))
+        put_entries.append(entry)
     if not indexed:
         raw.executemany(_UPSERT, rows)
         raw.executemany(_DELETE, deletes)
         return
-    puts = [entry for entry in entries if entry.put.encoded is not None]
-    for entry, row in zip(puts, rows, strict=True):
-        item_id = raw.execute(_UPSERT + " RETURNING id", row).fetchone()[0]
-        raw.execute(_DELETE_VECTORS, (item_id,))
+    deleted_ids = [_item_id(raw, key) for key in deletes]
+    raw.executemany(_DELETE, deletes)
+    raw.executemany(_UPSERT, rows)
+    put_ids = [_item_id(raw, (row[0], row[1])) for row in rows]
+    stale = [(item_id,) for item_id in [*put_ids, *deleted_ids] if item_id is not None]
+    raw.executemany(_DELETE_VECTORS, stale)
+    vector_rows: list[tuple[int, bytes]] = []
+    for entry, item_id in zip(put_entries, put_ids, strict=True):
+        assert item_id is not None, "an upserted row has an id"
         vectors = entry.vectors
         if vectors is not None and len(vectors):
-            raw.executemany(
-                _INSERT_VECTOR,
-                [(item_id, seq, vector.tobytes()) for seq, vector in enumerate(vectors)],
-            )
+            vector_rows.append((item_id, vectors.astype("<f4", copy=False).tobytes()))
             changes.upserted.append((item_id, vectors))
         else:
             changes.removed.append(item_id)
-    for namespace, key in deletes:
-        for (item_id,) in raw.execute(_DELETE + " RETURNING id", (namespace, key)).fetchall():
-            raw.execute(_DELETE_VECTORS, (item_id,))
-            changes.removed.append(item_id)
+    raw.executemany(_INSERT_VECTORS, vector_rows)
+    changes.removed.extend(item_id for item_id in deleted_ids if item_id is not None)
+
+
+def _item_id(raw: sqlite3.Connection, key: tuple[str, str]) -> int | None:
+    row = raw.execute(_ITEM_ID, key).fetchone()
+    return None if row is None else int(row[0])

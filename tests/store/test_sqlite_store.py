@@ -1,0 +1,389 @@
+"""SqliteStore beyond the shared contract: durability, the writer actor, readers, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import pytest
+
+from memlane import (
+    IndexConfig,
+    PutOp,
+    SqliteStore,
+    StoreClosedError,
+    StoreLockedError,
+    TTLConfig,
+    WriterError,
+)
+from tests.conftest import KEYWORD_DIMS, FakeClock, keyword_embed
+
+pytestmark = pytest.mark.anyio
+
+INDEX = IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+
+
+# ---- durability --------------------------------------------------------------------------
+
+async def test_acknowledged_writes_and_vectors_survive_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    async with SqliteStore.open(path, index=INDEX) as store:
+        await store.aput(("docs",), "fruit", {"text": "apple banana"})
+        await store.aput(("docs",), "pet", {"text": "dog"})
+        await store.aput(("docs",), "gone", {"text": "apple"})
+        await store.adelete(("docs",), "gone")
+        before = await store.aget(("docs",), "fruit")
+    async with SqliteStore.open(path, index=INDEX) as store:
+        after = await store.aget(("docs",), "fruit")
+        assert after == before
+        hits = await store.asearch(("docs",), query="apple", limit=5)
+        assert [hit.key for hit in hits] == ["fruit", "pet"], "vectors reloaded, none stale"
+        await store.aput(("docs",), "fruit", {"text": "cherry"})
+        again = await store.aget(("docs",), "fruit")
+        assert again is not None and before is not None
+        assert again.updated_at > before.updated_at and again.created_at == before.created_at
+
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from memlane import SqliteStore
+
+    async def main(path, start):
+        async with SqliteStore.open(path) as store:
+            n = start
+            async def one(k):
+                await store.aput(("crash", str(k % 7)), f"k{k}", {"n": k, "pad": "x" * 100})
+                print(k, flush=True)
+            while True:
+                await asyncio.gather(*(one(k) for k in range(n, n + 20)))
+                n += 20
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    """
+)
+
+
+def _run_child_until_killed(path: Path, start: int, wanted: int) -> list[int]:
+    """Start a writing child, read the keys it acknowledges, SIGKILL it mid-stream."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), str(start)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    acknowledged: list[int] = []
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            acknowledged.append(int(line))
+            if len(acknowledged) >= wanted:
+                break
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert acknowledged, f"the child acknowledged nothing: {child.stderr.read() if child.stderr else ''}"
+    assert child.returncode == -signal.SIGKILL
+    return acknowledged
+
+
+async def test_acknowledged_writes_survive_sigkill_repeatedly(tmp_path: Path) -> None:
+    path = tmp_path / "crash.db"
+    acknowledged: list[int] = []
+    for round_ in range(3):
+        acknowledged += await anyio.to_thread.run_sync(
+            _run_child_until_killed, path, round_ * 1_000_000, 400 + round_ * 100
+        )
+        async with SqliteStore.open(path) as store:
+            for k in acknowledged:
+                item = await store.aget(("crash", str(k % 7)), f"k{k}")
+                assert item is not None and item.value["n"] == k, f"lost acknowledged key k{k}"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+# ---- the writer actor --------------------------------------------------------------------
+
+async def test_thousands_of_concurrent_puts_all_land_in_few_batches(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "c.db") as store:
+
+        async def writer(task: int) -> None:
+            for n in range(20):
+                await store.aput(("w", str(task % 10)), f"{task}-{n}", {"task": task, "n": n})
+
+        async with anyio.create_task_group() as tasks:
+            for task in range(200):
+                tasks.start_soon(writer, task)
+        assert store.writer_batches < 4_000 / 5, "concurrent puts are batched"
+        for task in range(0, 200, 13):
+            for n in (0, 19):
+                item = await store.aget(("w", str(task % 10)), f"{task}-{n}")
+                assert item is not None and item.value == {"task": task, "n": n}
+        total = 0
+        for shard in range(10):
+            total += len(await store.asearch(("w", str(shard)), limit=1000))
+        assert total == 4_000
+
+
+async def test_an_embed_failure_fails_only_its_own_put(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def embed(texts: Sequence[str]) -> list[list[float]]:
+        calls.append(len(texts))
+        if "poison" in texts:
+            raise RuntimeError("the model refused 'poison'")
+        return keyword_embed(texts)
+
+    index = IndexConfig(dims=KEYWORD_DIMS, embed=embed, fields=["text"])
+    async with SqliteStore.open(tmp_path / "p.db", index=index) as store:
+        outcomes: dict[str, BaseException | None] = {}
+
+        async def put(key: str, text: str) -> None:
+            try:
+                await store.aput(("ns",), key, {"text": text})
+                outcomes[key] = None
+            except Exception as exc:
+                outcomes[key] = exc
+
+        async with anyio.create_task_group() as tasks:
+            for n in range(50):
+                tasks.start_soon(put, f"k{n}", "poison" if n == 25 else "apple")
+        assert isinstance(outcomes.pop("k25"), RuntimeError)
+        assert all(outcome is None for outcome in outcomes.values())
+        assert await store.aget(("ns",), "k25") is None
+        hits = await store.asearch(("ns",), query="apple", limit=100)
+        assert len(hits) == 49
+        assert max(calls) > 1, "the healthy puts were embedded together"
+
+
+async def test_a_transaction_failure_fails_only_the_offending_caller(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "t.db") as store:
+        raw: sqlite3.Connection = store._writer._conn._conn  # white box: shrink a limit
+        raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)
+        outcomes: dict[int, BaseException | None] = {}
+
+        async def put(n: int) -> None:
+            value = {"pad": "x" * (20_000 if n == 7 else 10)}
+            try:
+                await store.aput(("ns",), f"k{n}", value)
+                outcomes[n] = None
+            except Exception as exc:
+                outcomes[n] = exc
+
+        async with anyio.create_task_group() as tasks:
+            for n in range(40):
+                tasks.start_soon(put, n)
+        assert isinstance(outcomes.pop(7), sqlite3.DataError | sqlite3.OperationalError)
+        assert all(outcome is None for outcome in outcomes.values())
+        assert len(await store.asearch(("ns",), limit=100)) == 39
+
+
+async def test_cancelled_callers_leave_the_store_working(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "x.db", mailbox_capacity=8) as store:
+        with anyio.move_on_after(0.05):
+            async with anyio.create_task_group() as tasks:
+                for n in range(2_000):
+                    tasks.start_soon(store.aput, ("ns",), f"k{n}", {"n": n})
+        await store.aput(("ns",), "after", {"ok": True})
+        item = await store.aget(("ns",), "after")
+        assert item is not None and item.value == {"ok": True}
+
+
+async def test_a_full_mailbox_makes_producers_wait(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "b.db", mailbox_capacity=4, max_batch=2) as store:
+        async with anyio.create_task_group() as tasks:
+            for n in range(300):
+                tasks.start_soon(store.aput, ("ns",), f"k{n}", {"n": n})
+                assert len(store._writer.mailbox) <= 4
+        assert len(await store.asearch(("ns",), limit=1000)) == 300
+
+
+async def test_close_commits_everything_queued(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    async with SqliteStore.open(path) as store:
+        tasks = [asyncio.create_task(store.aput(("ns",), f"k{n}", {"n": n})) for n in range(500)]
+        await asyncio.sleep(0)  # every task has queued its put
+        await store.aclose()
+        await asyncio.gather(*tasks)
+        with pytest.raises(StoreClosedError):
+            await store.aput(("ns",), "late", {"n": 0})
+    async with SqliteStore.open(path) as store:
+        assert len(await store.asearch(("ns",), limit=1000)) == 500
+
+
+async def test_a_broken_writer_fails_callers_instead_of_hanging(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "w.db") as store:
+        await store.aput(("ns",), "before", {"ok": True})
+        await store._writer._conn.close()  # white box: pull the connection away
+        with anyio.fail_after(10):
+            with pytest.raises((WriterError, ValueError, sqlite3.Error)):
+                await store.aput(("ns",), "after", {"ok": False})
+
+
+# ---- readers -----------------------------------------------------------------------------
+
+async def test_concurrent_gets_share_thread_hops(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "g.db") as store:
+        await store.abatch([PutOp(("ns",), f"k{n}", {"n": n}) for n in range(100)])
+        hops_before = store.get_hops
+        items = await asyncio.gather(*(store.aget(("ns",), f"k{n}") for n in range(100)))
+        assert [item.value["n"] for item in items if item] == list(range(100))
+        assert store.get_hops - hops_before <= 10, "100 concurrent gets coalesced"
+
+
+async def test_reads_see_acknowledged_writes_immediately(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "r.db", index=INDEX) as store:
+
+        async def write_then_read(n: int) -> None:
+            await store.aput(("ns", str(n)), "k", {"text": "apple", "n": n})
+            item = await store.aget(("ns", str(n)), "k")
+            assert item is not None and item.value["n"] == n
+            hits = await store.asearch(("ns", str(n)), query="apple")
+            assert [hit.value["n"] for hit in hits] == [n]
+
+        async with anyio.create_task_group() as tasks:
+            for n in range(100):
+                tasks.start_soon(write_then_read, n)
+
+
+# ---- opening, locking, lifecycle ---------------------------------------------------------
+
+async def test_a_second_writer_gets_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    async with SqliteStore.open(path) as store:
+        await store.aput(("ns",), "k", {"v": 1})
+        with pytest.raises(StoreLockedError, match="already open"):
+            async with SqliteStore.open(path):
+                pass
+        code = f"""
+from memlane import SqliteStore, StoreLockedError
+import asyncio
+async def main():
+    try:
+        async with SqliteStore.open({str(path)!r}):
+            print("opened")
+    except StoreLockedError:
+        print("locked")
+asyncio.run(main())
+"""
+        result = await anyio.run_process([sys.executable, "-c", code])
+        assert result.stdout.decode().strip() == "locked"
+        assert (await store.aget(("ns",), "k")) is not None
+    async with SqliteStore.open(path) as store:  # released on close
+        assert (await store.aget(("ns",), "k")) is not None
+
+
+async def test_reopening_with_other_dims_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "d.db"
+    async with SqliteStore.open(path, index=INDEX) as store:
+        await store.aput(("ns",), "k", {"text": "apple"})
+    with pytest.raises(ValueError, match="dims"):
+        async with SqliteStore.open(path, index=IndexConfig(dims=8, embed=keyword_embed)):
+            pass
+
+
+async def test_the_schema_records_its_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SqliteStore.open(path):
+        pass
+    with sqlite3.connect(path) as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM memlane_migrations")]
+        assert versions == [1]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize("bad", [":memory:", ""])
+async def test_a_path_that_is_no_file_is_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="file path"):
+        async with SqliteStore.open(bad):
+            pass
+
+
+async def test_sync_calls_on_the_loop_thread_name_the_async_method(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "y.db") as store:
+        with pytest.raises(RuntimeError, match=r"await store\.aput"):
+            store.put(("ns",), "k", {"v": 1})
+        with pytest.raises(RuntimeError, match=r"await store\.asearch"):
+            store.search(("ns",))
+
+        def from_a_thread() -> object:
+            store.put(("ns",), "k", {"v": 2})
+            return store.get(("ns",), "k")
+
+        item = await anyio.to_thread.run_sync(from_a_thread)
+        assert item is not None and item.value == {"v": 2}  # type: ignore[attr-defined]
+
+
+def test_open_sync_serves_scripts_without_a_loop(tmp_path: Path) -> None:
+    path = tmp_path / "sync.db"
+    with SqliteStore.open_sync(path, index=INDEX) as store:
+        store.put(("docs",), "a", {"text": "jazz music"})
+        errors: list[BaseException] = []
+
+        def worker(n: int) -> None:
+            try:
+                store.put(("docs",), f"t{n}", {"text": "rock"})
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors
+        assert [hit.key for hit in store.search(("docs",), query="jazz", limit=1)] == ["a"]
+        assert len(store.search(("docs",), limit=100)) == 9
+    with pytest.raises(StoreClosedError):
+        store.get(("docs",), "a")
+
+
+async def test_the_sweeper_deletes_expired_items_on_its_interval(tmp_path: Path) -> None:
+    clock = FakeClock()
+    ttl = TTLConfig(default_ttl=1, sweep_interval_minutes=0.0005)  # every 30 ms
+    path = tmp_path / "ttl.db"
+    async with SqliteStore.open(path, ttl=ttl, clock=clock) as store:
+        await store.aput(("ns",), "old", {"v": 1})
+        await store.aput(("ns",), "kept", {"v": 1}, ttl=None)
+        clock.advance(120)
+
+        def rows() -> int:
+            with sqlite3.connect(path) as conn:
+                return int(conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+        with anyio.fail_after(10):
+            while await anyio.to_thread.run_sync(rows) != 1:
+                await anyio.sleep(0.01)
+        assert await store.aget(("ns",), "kept") is not None
+        assert await store.asweep_expired() == 0
+
+
+async def test_reads_refresh_ttl_through_the_writer(tmp_path: Path) -> None:
+    clock = FakeClock()
+    async with SqliteStore.open(tmp_path / "rt.db", ttl={"default_ttl": 1}, clock=clock) as store:
+        await store.aput(("ns",), "k", {"v": 1})
+        clock.advance(50)
+        assert await store.aget(("ns",), "k") is not None
+        await store.aput(("ns",), "flush", {"v": 0})  # the touch is committed by now
+        clock.advance(50)
+        assert await store.aget(("ns",), "k") is not None
+        clock.advance(61)
+        assert await store.aget(("ns",), "k") is None
+        assert await store.asweep_expired() == 2
+
+
+def test_the_private_aiosqlite_hook_exists() -> None:
+    """connection.py runs whole units of work through this; fail loudly if it moves."""
+    import aiosqlite
+
+    assert callable(getattr(aiosqlite.Connection, "_execute", None))
