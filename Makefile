@@ -19,6 +19,7 @@ $(BENCH_STAMP): $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/store_basics.py
+	$(BIN)/python examples/agent_memory.py
 
 lint: $(STAMP)
 	$(BIN)/mypy src

@@ -15,15 +15,18 @@ __all__ = ["Clock", "from_micros", "to_micros"]
 _ONE_MICRO = 1
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def to_micros(moment: datetime) -> int:
     """A UTC datetime as whole microseconds since the epoch (exact, no float rounding)."""
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def from_micros(micros: int) -> datetime:
     """Inverse of :func:`to_micros`."""
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 class Clock:

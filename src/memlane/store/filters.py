@@ -1,0 +1,657 @@
+"""The filter language: parsed once into a small AST, compiled to a Python predicate and to SQL.
+
+Both compilations must give the same answers on every value (a property test checks this), so
+the in-memory and SQLite stores behave alike. Decisions taken where the contract is silent:
+
+* Dotted keys walk nested **objects** only: ``"a.b"`` never looks inside a list, and a key that
+  itself contains a ``.`` cannot be addressed. A key containing both ``"`` and ``[`` cannot be
+  written as a SQLite JSON path and is refused.
+* Equality with a scalar (``str``, number, ``bool``) also matches a list field holding an equal
+  element (one level deep). ``None`` matches a missing field or ``null`` only, never a list
+  holding ``null``. A list or dict value is structural equality only (key order irrelevant,
+  ``1 == 1.0``, ``True != 1``); it never matches a list *containing* it: use ``$contains``.
+* ``$ne`` and ``$nin`` are the exact negations of ``$eq`` and ``$in``: true on a missing field,
+  false on a list containing the value.
+* ``$exists: True`` means the key is present, even if its value is ``null``.
+* Ranges (``$gt $gte $lt $lte``) compare a number field with a number operand, a string field with
+  a string operand (code-point order); anything else, **including a list field**, never matches.
+  (Matching when "some element" is in range makes ``{"$gt": 5, "$lt": 3}`` match ``[1, 9]``.)
+* ``$contains`` needs a list field; given a list operand, every element must be held (so ``[]``
+  matches any list). Elements compare structurally.
+* ``$and``/``$or`` take non-empty lists of filters, ``$not`` a filter; they may nest anywhere a
+  filter may, not inside a field's operator dict. Logic is two-valued throughout.
+* Operands must be JSON: finite floats and integers within signed 64 bits (SQLite's range).
+* Two SQLite quirks are mirrored by the predicate so the answers stay identical: an integer
+  beyond signed 64 bits in a stored value compares as the nearest float, and a string range test
+  sees a stored string only up to its first U+0000 (equality is exact: it compares JSON text).
+
+``to_sql`` expects the column to hold ``orjson.dumps(value)`` as TEXT and to be qualified
+(``items.value``), because inside ``json_each`` a bare ``value`` names the table function's own
+column. Every key and operand is passed as a ``?`` parameter, never spliced into the SQL text.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+__all__ = ["Filter", "parse_filter"]
+
+Predicate = Callable[[Any], bool]
+
+
+class _Missing:
+    """The value of a field that is not there (distinct from JSON null)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Final = _Missing()
+_I64_MIN: Final = -(2**63)
+_I64_MAX: Final = 2**63 - 1
+
+_RANGE_OPS: Final = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_PY_CMP: Final[dict[str, Callable[[Any, Any], bool]]] = {
+    "$gt": operator.gt,
+    "$gte": operator.ge,
+    "$lt": operator.lt,
+    "$lte": operator.le,
+}
+_FIELD_OPS: Final = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists",
+                     "$contains")
+_LOGIC_OPS: Final = ("$and", "$or", "$not")
+_ALLOWED: Final = f"field operators {', '.join(_FIELD_OPS)}; logical operators $and, $or, $not"
+
+# ---------------------------------------------------------------------------------------------
+# AST
+
+
+@dataclass(frozen=True, slots=True)
+class _In:
+    """The field equals one of ``operands`` (``$eq`` is a one-element ``$in``)."""
+
+    path: tuple[str, ...]
+    operands: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    path: tuple[str, ...]
+    op: str
+    operand: int | float | str
+
+
+@dataclass(frozen=True, slots=True)
+class _Exists:
+    path: tuple[str, ...]
+    present: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Contains:
+    path: tuple[str, ...]
+    operands: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _And:
+    children: tuple[_Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Or:
+    children: tuple[_Node, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Not:
+    child: _Node
+
+
+_Node = _In | _Range | _Exists | _Contains | _And | _Or | _Not
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+
+
+def parse_filter(spec: Mapping[str, Any] | None) -> Filter:
+    """Check ``spec`` and compile it; raise ``ValueError`` naming what is wrong."""
+    if spec is None:
+        return Filter(_And(()))
+    if not isinstance(spec, Mapping):
+        raise ValueError(
+            f"filter must be a dict such as {{'field': value}} or None, "
+            f"got {type(spec).__name__} {spec!r:.80}"
+        )
+    return Filter(_parse_filter_dict(spec))
+
+
+def _parse_filter_dict(spec: Mapping[Any, Any]) -> _Node:
+    nodes: list[_Node] = []
+    for key, condition in spec.items():
+        if not isinstance(key, str):
+            raise ValueError(f"filter keys must be strings, got {key!r}")
+        if key in ("$and", "$or"):
+            nodes.append(_parse_logic_list(key, condition))
+        elif key == "$not":
+            if not isinstance(condition, Mapping):
+                raise ValueError(f"'$not' takes a filter dict, got {condition!r:.80}")
+            nodes.append(_Not(_parse_filter_dict(condition)))
+        elif key.startswith("$"):
+            if key in _FIELD_OPS:
+                raise ValueError(
+                    f"operator {key!r} must be applied to a field, as in "
+                    f"{{'field': {{{key!r}: ...}}}}; at the top level only $and, $or, $not"
+                )
+            raise ValueError(f"unknown filter operator {key!r}; allowed: {_ALLOWED}")
+        else:
+            nodes.extend(_parse_condition(_parse_field_path(key), key, condition))
+    return nodes[0] if len(nodes) == 1 else _And(tuple(nodes))
+
+
+def _parse_logic_list(op: str, condition: Any) -> _Node:
+    if (
+        not isinstance(condition, list | tuple)
+        or not condition
+        or not all(isinstance(sub, Mapping) for sub in condition)
+    ):
+        raise ValueError(f"{op!r} takes a non-empty list of filter dicts, got {condition!r:.80}")
+    children = tuple(_parse_filter_dict(sub) for sub in condition)
+    return _And(children) if op == "$and" else _Or(children)
+
+
+def _parse_field_path(key: str) -> tuple[str, ...]:
+    parts = tuple(key.split("."))
+    if not all(parts):
+        raise ValueError(
+            f"bad filter key {key!r}: use a field name or a dotted path such as 'profile.lang' "
+            f"(no empty parts)"
+        )
+    for part in parts:
+        _sql_key_segment(part)  # refuse keys that SQLite cannot address, here, for all stores
+    return parts
+
+
+def _parse_condition(path: tuple[str, ...], key: str, condition: Any) -> list[_Node]:
+    if not isinstance(condition, Mapping) or not any(
+        isinstance(k, str) and k.startswith("$") for k in condition
+    ):
+        return [_In(path, (_json_operand(condition, key),))]
+    plain = [k for k in condition if not (isinstance(k, str) and k.startswith("$"))]
+    if plain:
+        raise ValueError(
+            f"filter on {key!r} mixes operators with plain keys {plain!r}: use only operators "
+            f"({', '.join(_FIELD_OPS)}) or only plain keys (structural equality)"
+        )
+    return [_parse_operator(path, key, op, operand) for op, operand in condition.items()]
+
+
+def _parse_operator(path: tuple[str, ...], key: str, op: str, operand: Any) -> _Node:
+    where = f"{op!r} on {key!r}"
+    if op in ("$eq", "$ne"):
+        node: _Node = _In(path, (_json_operand(operand, where),))
+        return _Not(node) if op == "$ne" else node
+    if op in ("$in", "$nin"):
+        if not isinstance(operand, list | tuple):
+            raise ValueError(f"{where} takes a list of values, got {operand!r:.80}")
+        node = _In(path, tuple(_json_operand(item, where) for item in operand))
+        return _Not(node) if op == "$nin" else node
+    if op in _RANGE_OPS:
+        if isinstance(operand, bool) or not isinstance(operand, int | float | str):
+            raise ValueError(f"{where} takes a number or a string, got {operand!r:.80}")
+        return _Range(path, op, _json_operand(operand, where))
+    if op == "$exists":
+        if not isinstance(operand, bool):
+            raise ValueError(f"{where} takes True or False, got {operand!r:.80}")
+        return _Exists(path, operand)
+    if op == "$contains":
+        items = operand if isinstance(operand, list | tuple) else [operand]
+        return _Contains(path, tuple(_json_operand(item, where) for item in items))
+    if op in _LOGIC_OPS:
+        raise ValueError(
+            f"{where}: {op!r} is allowed only at filter level, as in "
+            f"{{{op!r}: ...}} around whole filters, not inside a field's operators"
+        )
+    raise ValueError(f"unknown filter operator {op!r} on {key!r}; allowed: {_ALLOWED}")
+
+
+def _json_operand(value: Any, where: str) -> Any:
+    """A checked copy of a filter operand: JSON types only, tuples become lists."""
+    if value is None or isinstance(value, bool | str):
+        if isinstance(value, str):
+            try:
+                orjson.dumps(value)
+            except orjson.JSONEncodeError:
+                raise ValueError(f"{where}: {value!r:.80} is not valid Unicode text") from None
+        return value
+    if isinstance(value, int):
+        if not _I64_MIN <= value <= _I64_MAX:
+            raise ValueError(f"{where}: integer {value} is outside the signed 64-bit range")
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: {value!r} is not allowed; numbers must be finite")
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [_json_operand(item, where) for item in value]
+    if isinstance(value, Mapping):
+        result: dict[str, Any] = {}
+        for k, item in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{where}: dict keys must be strings, got {k!r}")
+            _sql_key_segment(k)
+            result[k] = _json_operand(item, where)
+        return result
+    raise ValueError(
+        f"{where}: {value!r:.80} is a {type(value).__name__}; filter values must be JSON "
+        f"(str, int, float, bool, None, list, dict)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiled filter
+
+
+class Filter:
+    """A parsed filter: ``matches`` (a Python predicate) and ``to_sql`` give the same answers.
+
+    ``matches`` is the compiled closure itself (an attribute, not a method) so that the hot
+    loop of an in-memory search pays one call per value.
+    """
+
+    __slots__ = ("_node", "matches")
+
+    matches: Callable[[Mapping[str, Any]], bool]
+
+    def __init__(self, node: _Node) -> None:
+        self._node = node
+        self.matches = _compile(node)
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the filter accepts every value (``None`` or ``{}``)."""
+        return self._node == _And(())
+
+    def to_sql(self, column: str) -> tuple[str, list[Any]]:
+        """A boolean SQL expression over ``column`` (orjson JSON text) and its parameters."""
+        if column.strip().lower() in _JSON_EACH_COLUMNS:
+            raise ValueError(
+                f"column {column!r} clashes with a json_each column; qualify it, e.g. "
+                f"'items.{column.strip()}'"
+            )
+        return _render(_sql(self._node, column))
+
+    def __repr__(self) -> str:
+        return f"Filter({self._node!r})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Python predicate
+
+
+def _get(value: Any, path: tuple[str, ...]) -> Any:
+    node = value.get(path[0], _MISSING)
+    for key in path[1:]:
+        if not isinstance(node, dict):
+            return _MISSING
+        node = node.get(key, _MISSING)
+    return node
+
+
+def _on_field(path: tuple[str, ...], test: Predicate) -> Predicate:
+    """Apply ``test`` to the field at ``path`` (a missing field arrives as ``_MISSING``)."""
+    if len(path) == 1:
+        key = path[0]
+        return lambda value: test(value.get(key, _MISSING))
+    return lambda value: test(_get(value, path))
+
+
+def _as_sqlite_number(v: int | float) -> int | float:
+    """SQLite reads an integer beyond 64 bits as a float; compare it the same way."""
+    return float(v) if type(v) is int and v > _I64_MAX else v
+
+
+def _compile(node: _Node) -> Predicate:
+    if isinstance(node, _And | _Or):
+        preds = [_compile(child) for child in node.children]
+        if not preds:
+            return (lambda value: True) if isinstance(node, _And) else (lambda value: False)
+        if len(preds) == 1:
+            return preds[0]
+        if len(preds) == 2:
+            first, second = preds
+            if isinstance(node, _And):
+                return lambda value: first(value) and second(value)
+            return lambda value: first(value) or second(value)
+        combine = all if isinstance(node, _And) else any
+        return lambda value: combine(pred(value) for pred in preds)
+    if isinstance(node, _Not):
+        inner = _compile(node.child)
+        return lambda value: not inner(value)
+    if isinstance(node, _In):
+        return _on_field(node.path, _py_in(node.operands))
+    if isinstance(node, _Range):
+        return _on_field(node.path, _py_range(node.op, node.operand))
+    if isinstance(node, _Exists):
+        present = node.present
+        return _on_field(node.path, lambda v: (v is not _MISSING) is present)
+    return _on_field(node.path, _py_contains(node.operands))
+
+
+def _py_in(operands: Sequence[Any]) -> Predicate:
+    """Equality with any operand; scalars also match a list field holding them."""
+    strs = frozenset(x for x in operands if type(x) is str)
+    nums = frozenset(x for x in operands if type(x) in (int, float))
+    bools = tuple(x for x in operands if type(x) is bool)
+    nullable = any(x is None for x in operands)
+    list_eqs = [_py_struct(x) for x in operands if type(x) is list]
+    dict_eqs = [_py_struct(x) for x in operands if type(x) is dict]
+
+    if len(operands) == 1 and (strs or nums):  # the common case: one scalar
+        x = operands[0]
+        if strs:
+            return lambda v: v == x or (type(v) is list and x in v)
+
+        def one_number(v: Any) -> bool:
+            t = type(v)
+            if t is int or t is float:
+                return bool(_as_sqlite_number(v) == x)
+            if t is list:
+                return any(type(e) in (int, float) and _as_sqlite_number(e) == x for e in v)
+            return False
+
+        return one_number
+
+    def held(e: Any) -> bool:
+        t = type(e)
+        if t is str:
+            return e in strs
+        if t is int or t is float:
+            return _as_sqlite_number(e) in nums
+        return t is bool and e in bools
+
+    def test(v: Any) -> bool:
+        t = type(v)
+        if t is str:
+            return v in strs
+        if t is int or t is float:
+            return _as_sqlite_number(v) in nums
+        if t is bool:
+            return v in bools
+        if v is None or v is _MISSING:
+            return nullable
+        if t is list:
+            return any(held(e) for e in v) or any(eq(v) for eq in list_eqs)
+        if t is dict:
+            return any(eq(v) for eq in dict_eqs)
+        return False
+
+    return test
+
+
+def _py_struct(x: Any) -> Predicate:
+    """Structural equality with ``x``: no list containment, dict key order irrelevant."""
+    if x is None:
+        return lambda v: v is None
+    if type(x) is bool:
+        return lambda v: v is x
+    if type(x) is str:
+        return lambda v: type(v) is str and v == x
+    if type(x) in (int, float):
+        return lambda v: type(v) in (int, float) and _as_sqlite_number(v) == x
+    if type(x) is list:
+        items = [_py_struct(item) for item in x]
+        n = len(items)
+        return lambda v: (
+            type(v) is list and len(v) == n and all(eq(e) for eq, e in zip(items, v, strict=True))
+        )
+    fields = [(k, _py_struct(item)) for k, item in x.items()]
+    n = len(fields)
+    return lambda v: (
+        type(v) is dict and len(v) == n and all(eq(v.get(k, _MISSING)) for k, eq in fields)
+    )
+
+
+def _py_range(op: str, x: int | float | str) -> Predicate:
+    cmp = _PY_CMP[op]
+    if type(x) is str:
+
+        def text_range(v: Any) -> bool:
+            if type(v) is not str:
+                return False
+            nul = v.find("\0")
+            return cmp(v if nul < 0 else v[:nul], x)
+
+        return text_range
+    return lambda v: type(v) in (int, float) and cmp(_as_sqlite_number(v), x)
+
+
+def _py_contains(operands: Sequence[Any]) -> Predicate:
+    if len(operands) == 1 and type(operands[0]) is str:
+        x = operands[0]
+        return lambda v: type(v) is list and x in v
+    eqs = [_py_struct(x) for x in operands]
+    return lambda v: type(v) is list and all(any(eq(e) for e in v) for eq in eqs)
+
+
+# ---------------------------------------------------------------------------------------------
+# SQL
+#
+# SQL is built as tuples of parts, each a literal SQL string or a _Param, so that a fragment used
+# twice carries its parameters twice and placeholders stay in textual order. Every fragment is a
+# 0/1 expression, never NULL, so NOT composes with two-valued logic.
+
+
+@dataclass(frozen=True, slots=True)
+class _Param:
+    value: Any
+
+
+_Part = str | _Param
+_Frag = tuple[_Part, ...]
+_ELEM: Final = "ml_elem"  # alias of json_each rows; unlikely to clash with the caller's names
+_JSON_EACH_COLUMNS: Final = frozenset(
+    {"key", "value", "type", "atom", "id", "parent", "fullkey", "path", "json", "root"}
+)
+
+
+def _frag(*parts: _Part | _Frag) -> _Frag:
+    out: list[_Part] = []
+    for part in parts:
+        if isinstance(part, tuple):
+            out.extend(part)
+        else:
+            out.append(part)
+    return tuple(out)
+
+
+def _join(sep: str, frags: Iterable[_Frag]) -> _Frag:
+    out: list[_Part | _Frag] = []
+    for i, frag in enumerate(frags):
+        if i:
+            out.append(sep)
+        out.append(frag)
+    return _frag("(", *out, ")")
+
+
+def _render(frag: _Frag) -> tuple[str, list[Any]]:
+    text: list[str] = []
+    params: list[Any] = []
+    for part in frag:
+        if isinstance(part, _Param):
+            text.append("?")
+            params.append(part.value)
+        else:
+            text.append(part)
+    return "".join(text), params
+
+
+def _sql_key_segment(key: str) -> str:
+    """``key`` as one step of a SQLite JSON path, matching orjson's escaping of the stored key."""
+    escaped = orjson.dumps(key).decode()[1:-1]
+    if '"' not in escaped:
+        return f'."{escaped}"'
+    if "[" not in escaped and "." not in escaped:
+        return f".{escaped}"  # the unquoted form ends only at '.' or '['
+    raise ValueError(
+        f"key {key!r} holds both '\"' and '[' or '.', which a SQLite JSON path cannot address"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Loc:
+    """Where a JSON node sits: a document expression and a path (a parameter or expression)."""
+
+    doc: str
+    base: str | None  # a SQL path expression, or None when the path is only ``suffix``
+    suffix: str
+
+    @property
+    def path(self) -> _Frag:
+        if self.base is None:
+            return (_Param("$" + self.suffix),)
+        if not self.suffix:
+            return (self.base,)
+        return _frag("(", self.base, " || ", _Param(self.suffix), ")")
+
+    def child(self, step: str) -> _Loc:
+        return _Loc(self.doc, self.base, self.suffix + step)
+
+    def call(self, function: str) -> _Frag:
+        return _frag(f"{function}({self.doc}, ", self.path, ")")
+
+    def as_json(self) -> _Frag:
+        return _frag(f"({self.doc} -> ", self.path, ")")
+
+
+def _field_loc(column: str, path: tuple[str, ...]) -> _Loc:
+    return _Loc(column, None, "".join(_sql_key_segment(k) for k in path))
+
+
+def _sql(node: _Node, column: str) -> _Frag:
+    if isinstance(node, _And | _Or):
+        if not node.children:
+            return ("1",) if isinstance(node, _And) else ("0",)
+        sep = " AND " if isinstance(node, _And) else " OR "
+        return _join(sep, (_sql(child, column) for child in node.children))
+    if isinstance(node, _Not):
+        return _frag("(NOT ", _sql(node.child, column), ")")
+    loc = _field_loc(column, node.path)
+    if isinstance(node, _In):
+        return _sql_in(loc, node.operands)
+    if isinstance(node, _Range):
+        return _sql_range(loc, node.op, node.operand)
+    if isinstance(node, _Exists):
+        return _frag("(", loc.call("json_type"), " IS NOT NULL)" if node.present else " IS NULL)")
+    return _sql_contains(loc, node.operands)
+
+
+def _params_list(values: Iterable[Any]) -> _Frag:
+    return _join(", ", ((_Param(v),) for v in values))
+
+
+def _sql_in(loc: _Loc, operands: Sequence[Any]) -> _Frag:
+    strs = [orjson.dumps(x).decode() for x in operands if type(x) is str]
+    nums = [x for x in operands if type(x) in (int, float)]
+    nullable = any(x is None for x in operands)
+    branches: list[_Part | _Frag] = []
+    if strs:  # compare JSON text: exact even for strings holding U+0000
+        branches += [" WHEN 'text' THEN ", loc.as_json(), " IN ", _params_list(strs)]
+    if nums:
+        for json_type in ("integer", "real"):
+            branches += [f" WHEN '{json_type}' THEN ", loc.call("json_extract"), " IN ",
+                         _params_list(nums)]
+    flags = {x for x in operands if type(x) is bool}
+    for flag in sorted(flags):
+        branches.append(f" WHEN '{_json_bool(flag)}' THEN 1")
+    if nullable:  # the CASE subject below reads a missing field as 'null'
+        branches.append(" WHEN 'null' THEN 1")
+    in_array: list[_Frag] = []
+    if strs or nums or flags:
+        in_array.append(_exists_element(loc, _sql_element_in(strs, nums, flags)))
+    in_array += [_sql_struct(loc, x) for x in operands if type(x) is list]
+    if in_array:
+        branches += [" WHEN 'array' THEN ", _join(" OR ", in_array)]
+    in_object = [_sql_struct(loc, x) for x in operands if type(x) is dict]
+    if in_object:
+        branches += [" WHEN 'object' THEN ", _join(" OR ", in_object)]
+    if not branches:
+        return ("0",)
+    subject = _frag("IFNULL(", loc.call("json_type"), ", 'null')") if nullable else loc.call(
+        "json_type"
+    )
+    return _frag("(CASE ", subject, *branches, " ELSE 0 END)")
+
+
+def _json_bool(flag: bool) -> str:
+    return "true" if flag else "false"
+
+
+def _sql_element_in(strs: list[str], nums: list[Any], flags: set[bool]) -> _Frag:
+    """A json_each row holds one of the scalar operands (null excluded)."""
+    alternatives: list[_Frag] = []
+    if strs:
+        alternatives.append(_frag(f"({_ELEM}.type = 'text' AND ({_ELEM}.json -> {_ELEM}.fullkey)"
+                                  " IN ", _params_list(strs), ")"))
+    if nums:
+        alternatives.append(_frag(f"({_ELEM}.type IN ('integer', 'real') AND {_ELEM}.value IN ",
+                                  _params_list(nums), ")"))
+    alternatives += [(f"{_ELEM}.type = '{_json_bool(flag)}'",) for flag in sorted(flags)]
+    return _join(" OR ", alternatives)
+
+
+def _exists_element(loc: _Loc, condition: _Frag) -> _Frag:
+    return _frag("EXISTS (SELECT 1 FROM ", loc.call("json_each"), f" AS {_ELEM} WHERE ",
+                 condition, ")")
+
+
+def _sql_struct(loc: _Loc, x: Any) -> _Frag:
+    """The node at ``loc`` structurally equals ``x`` (0/1, never NULL)."""
+    json_type = loc.call("json_type")
+    if x is None:
+        return _frag("(", json_type, " IS 'null')")
+    if type(x) is bool:
+        return _frag("(", json_type, f" IS '{_json_bool(x)}')")
+    if type(x) is str:
+        return _frag("(", loc.as_json(), " IS ", _Param(orjson.dumps(x).decode()), ")")
+    if type(x) in (int, float):
+        return _number_test(loc, "=", x)
+    if type(x) is list:
+        parts = [_frag("(", json_type, " IS 'array')"),
+                 _frag("(", loc.call("json_array_length"), f" = {len(x)})")]
+        parts += [_sql_struct(loc.child(f"[{i}]"), item) for i, item in enumerate(x)]
+        return _join(" AND ", parts)
+    parts = [_frag("(", json_type, " IS 'object')"),
+             _frag("((SELECT count(*) FROM ", loc.call("json_each"), f") = {len(x)})")]
+    parts += [_sql_struct(loc.child(_sql_key_segment(k)), item) for k, item in x.items()]
+    return _join(" AND ", parts)
+
+
+def _number_test(loc: _Loc, sql_op: str, x: int | float) -> _Frag:
+    extract = loc.call("json_extract")
+    return _frag("(CASE ", loc.call("json_type"),
+                 " WHEN 'integer' THEN ", extract, f" {sql_op} ", _Param(x),
+                 " WHEN 'real' THEN ", extract, f" {sql_op} ", _Param(x), " ELSE 0 END)")
+
+
+def _sql_range(loc: _Loc, op: str, x: int | float | str) -> _Frag:
+    sql_op = _RANGE_OPS[op]
+    if isinstance(x, str):
+        return _frag("(CASE ", loc.call("json_type"), " WHEN 'text' THEN ",
+                     loc.call("json_extract"), f" {sql_op} ", _Param(x), " ELSE 0 END)")
+    return _number_test(loc, sql_op, x)
+
+
+def _sql_contains(loc: _Loc, operands: Sequence[Any]) -> _Frag:
+    element = _Loc(f"{_ELEM}.json", f"{_ELEM}.fullkey", "")
+    parts = [_frag("(", loc.call("json_type"), " IS 'array')")]
+    parts += [_exists_element(loc, _sql_struct(element, x)) for x in operands]
+    return _join(" AND ", parts)
