@@ -21,6 +21,7 @@ from memlane import (
     StoreClosedError,
     TTLConfig,
 )
+from memlane.store.base import BaseStore
 from tests.conftest import KEYWORD_DIMS, FakeClock, StoreFactory, keyword_embed
 
 pytestmark = pytest.mark.anyio
@@ -529,6 +530,13 @@ async def test_async_embed_functions_work(make_store: StoreFactory) -> None:
 
 # ---- TTL ---------------------------------------------------------------------------------
 
+async def settle(store: BaseStore) -> None:
+    """Reads refresh TTL through the writer (SQLite): a refresh is committed no later than
+    the next acknowledged write, so a write-and-delete is the point to observe it from."""
+    await store.aput(("zz-settle",), "k", {})
+    await store.adelete(("zz-settle",), "k")
+
+
 async def test_expired_items_are_never_returned_even_before_a_sweep(
     make_store: StoreFactory, clock: FakeClock
 ) -> None:
@@ -558,10 +566,12 @@ async def test_reads_refresh_ttl_unless_told_not_to(
     clock.advance(50)
     assert await store.aget(("ns",), "k") is not None  # refreshes k
     assert await store.aget(("ns",), "s", refresh_ttl=False) is not None  # does not
+    await settle(store)
     clock.advance(50)
     assert await store.aget(("ns",), "k") is not None
     assert await store.aget(("ns",), "s") is None
     await store.asearch(("ns",))  # refreshes k through search
+    await settle(store)
     clock.advance(50)
     assert await store.aget(("ns",), "k", refresh_ttl=False) is not None
 
@@ -575,6 +585,7 @@ async def test_refresh_on_read_false_needs_an_explicit_refresh(
     clock.advance(50)
     await store.aget(("ns",), "a", refresh_ttl=True)
     await store.aget(("ns",), "b")
+    await settle(store)
     clock.advance(50)
     assert await store.aget(("ns",), "a") is not None
     assert await store.aget(("ns",), "b") is None
