@@ -297,21 +297,31 @@ class Filter:
 # Python predicate
 
 
-def _get(value: Any, path: tuple[str, ...]) -> Any:
-    node = value.get(path[0], _MISSING)
-    for key in path[1:]:
-        if not isinstance(node, dict):
-            return _MISSING
-        node = node.get(key, _MISSING)
-    return node
-
-
-def _on_field(path: tuple[str, ...], test: Predicate) -> Predicate:
-    """Apply ``test`` to the field at ``path`` (a missing field arrives as ``_MISSING``)."""
+def _getter(path: tuple[str, ...]) -> Callable[[Any], Any]:
+    """Read the field at ``path``; ``_MISSING`` when absent or when a step is not an object."""
     if len(path) == 1:
-        key = path[0]
-        return lambda value: test(value.get(key, _MISSING))
-    return lambda value: test(_get(value, path))
+        (key,) = path
+        return lambda value: value.get(key, _MISSING)
+    if len(path) == 2:
+        first, second = path
+
+        def two(value: Any) -> Any:
+            node = value.get(first, _MISSING)
+            return node.get(second, _MISSING) if type(node) is dict else _MISSING
+
+        return two
+
+    head, rest = path[0], path[1:]
+
+    def deep(value: Any) -> Any:
+        node = value.get(head, _MISSING)
+        for key in rest:
+            if type(node) is not dict:
+                return _MISSING
+            node = node.get(key, _MISSING)
+        return node
+
+    return deep
 
 
 def _as_sqlite_number(v: int | float) -> int | float:
@@ -319,31 +329,98 @@ def _as_sqlite_number(v: int | float) -> int | float:
     return float(v) if type(v) is int and v > _I64_MAX else v
 
 
-def _compile(node: _Node) -> Predicate:
-    if isinstance(node, _And | _Or):
-        preds = [_compile(child) for child in node.children]
-        if not preds:
-            return (lambda value: True) if isinstance(node, _And) else (lambda value: False)
-        if len(preds) == 1:
-            return preds[0]
-        if len(preds) == 2:
-            first, second = preds
-            if isinstance(node, _And):
-                return lambda value: first(value) and second(value)
-            return lambda value: first(value) or second(value)
-        combine = all if isinstance(node, _And) else any
-        return lambda value: combine(pred(value) for pred in preds)
+def _field_path(node: _Node) -> tuple[str, ...] | None:
+    """The field a test reads (``$ne``/``$nin`` included), or None for logic nodes."""
     if isinstance(node, _Not):
-        inner = _compile(node.child)
-        return lambda value: not inner(value)
+        return _field_path(node.child)
+    if isinstance(node, _And | _Or):
+        return None
+    return node.path
+
+
+def _py_test(node: _Node) -> Predicate:
+    """The test on the field's value, for a node that ``_field_path`` accepts."""
+    if isinstance(node, _Not):
+        return _negate(_py_test(node.child))
     if isinstance(node, _In):
-        return _on_field(node.path, _py_in(node.operands))
+        return _py_in(node.operands)
     if isinstance(node, _Range):
-        return _on_field(node.path, _py_range(node.op, node.operand))
+        return _py_range(node.op, node.operand)
     if isinstance(node, _Exists):
         present = node.present
-        return _on_field(node.path, lambda v: (v is not _MISSING) is present)
-    return _on_field(node.path, _py_contains(node.operands))
+        return lambda v: (v is not _MISSING) is present
+    assert isinstance(node, _Contains)
+    return _py_contains(node.operands)
+
+
+def _negate(pred: Predicate) -> Predicate:
+    return lambda v: not pred(v)
+
+
+def _all_of(tests: Sequence[Predicate]) -> Predicate:
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        first, second = tests
+        return lambda v: first(v) and second(v)
+
+    def every(v: Any) -> bool:
+        for test in tests:  # noqa: SIM110 - a plain loop beats all() over a generator here
+            if not test(v):
+                return False
+        return True
+
+    return every
+
+
+def _any_of(tests: Sequence[Predicate]) -> Predicate:
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        first, second = tests
+        return lambda v: first(v) or second(v)
+    return lambda v: any(test(v) for test in tests)
+
+
+def _compile(node: _Node) -> Predicate:
+    """Closures built once; the tests on one field share a single read of that field."""
+    if isinstance(node, _Or):
+        return _any_of([_compile(child) for child in node.children])
+    children = node.children if isinstance(node, _And) else (node,)
+    if not children:
+        return lambda value: True
+    by_path: dict[tuple[str, ...], list[_Node]] = {}
+    preds: list[Predicate] = []
+    for child in children:
+        path = _field_path(child)
+        if path is not None:
+            by_path.setdefault(path, []).append(child)
+        elif isinstance(child, _Not):
+            preds.append(_negate(_compile(child.child)))
+        else:
+            preds.append(_compile(child))
+    fields = [_on_field(path, nodes) for path, nodes in by_path.items()]
+    return _all_of(fields + preds)
+
+
+def _on_field(path: tuple[str, ...], nodes: list[_Node]) -> Predicate:
+    only = nodes[0]
+    if len(nodes) == 1 and len(path) == 1 and isinstance(only, _In) and len(only.operands) == 1:
+        key, x = path[0], only.operands[0]
+        if type(x) is str:  # the commonest filter, fused into one closure: {"kind": "note"}
+            return lambda value: (
+                (v := value.get(key, _MISSING)) == x or (type(v) is list and x in v)
+            )
+    numeric = [n for n in nodes if isinstance(n, _Range) and not isinstance(n.operand, str)]
+    tests = [_py_test(node) for node in nodes if node not in numeric]
+    if numeric:  # {"$gte": 1, "$lt": 5}: one type check for both bounds
+        tests.insert(0, _py_number_range([(_PY_CMP[n.op], n.operand) for n in numeric]))
+    test = _all_of(tests)
+    if len(path) == 1:
+        key = path[0]
+        return lambda value: test(value.get(key, _MISSING))
+    get = _getter(path)
+    return lambda value: test(get(value))
 
 
 def _py_in(operands: Sequence[Any]) -> Predicate:
@@ -362,8 +439,10 @@ def _py_in(operands: Sequence[Any]) -> Predicate:
 
         def one_number(v: Any) -> bool:
             t = type(v)
-            if t is int or t is float:
-                return bool(_as_sqlite_number(v) == x)
+            if t is int:
+                return bool((v if v <= _I64_MAX else float(v)) == x)
+            if t is float:
+                return bool(v == x)
             if t is list:
                 return any(type(e) in (int, float) and _as_sqlite_number(e) == x for e in v)
             return False
@@ -431,15 +510,40 @@ def _py_range(op: str, x: int | float | str) -> Predicate:
             return cmp(v if nul < 0 else v[:nul], x)
 
         return text_range
-    return lambda v: type(v) in (int, float) and cmp(_as_sqlite_number(v), x)
+    return _py_number_range([(cmp, x)])
+
+
+def _py_number_range(bounds: list[tuple[Callable[[Any, Any], bool], Any]]) -> Predicate:
+    """A number (never a bool) within all ``bounds``."""
+
+    def number_range(v: Any) -> bool:
+        t = type(v)
+        if t is int:
+            if v > _I64_MAX:
+                v = float(v)
+        elif t is not float:
+            return False
+        for cmp, x in bounds:  # noqa: SIM110 - a plain loop beats all() over a generator
+            if not cmp(v, x):
+                return False
+        return True
+
+    return number_range
 
 
 def _py_contains(operands: Sequence[Any]) -> Predicate:
-    if len(operands) == 1 and type(operands[0]) is str:
-        x = operands[0]
-        return lambda v: type(v) is list and x in v
-    eqs = [_py_struct(x) for x in operands]
-    return lambda v: type(v) is list and all(any(eq(e) for e in v) for eq in eqs)
+    holds = _all_of([_py_holds(x) for x in operands]) if operands else (lambda v: True)
+    return lambda v: type(v) is list and holds(v)
+
+
+def _py_holds(x: Any) -> Predicate:
+    """A list has an element structurally equal to ``x``."""
+    if type(x) is str:
+        return lambda items: x in items  # only a str equals a str
+    if x is None:
+        return lambda items: any(e is None for e in items)
+    eq = _py_struct(x)
+    return lambda items: any(eq(e) for e in items)
 
 
 # ---------------------------------------------------------------------------------------------

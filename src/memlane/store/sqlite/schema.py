@@ -55,9 +55,9 @@ def configure(conn: sqlite3.Connection, *, synchronous: Synchronous, busy_timeou
     conn.execute(f"PRAGMA synchronous = {synchronous}")
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute("PRAGMA cache_size = -65536")  # 64 MiB page cache per connection
-    # Checkpoint less often than the default 1,000 pages: vector blobs make big batches,
-    # and each checkpoint stalls the writer. The WAL is truncated back after checkpoints.
-    conn.execute("PRAGMA wal_autocheckpoint = 10000")
+    # The writer checkpoints the WAL itself, on the connection's thread (writer.py); the
+    # WAL file is truncated back to this size after a checkpoint.
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
     conn.execute(f"PRAGMA journal_size_limit = {64 * 2**20}")
 
 

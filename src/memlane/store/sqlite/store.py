@@ -178,6 +178,7 @@ class SqliteStore(BaseStore):
                 clock=store_clock,
                 capacity=mailbox_capacity,
                 max_batch=max_batch,
+                inline_max=32 if synchronous == "NORMAL" else 0,  # FULL fsyncs: use the thread
             )
             reader_pool = Readers(reader_conns, vectors=vectors, clock=store_clock,
                                   touch=writer.touch)

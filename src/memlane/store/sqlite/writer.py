@@ -132,8 +132,14 @@ class Writer:
         clock: Clock,
         capacity: int = 10_000,
         max_batch: int = 2_048,
+        inline_max: int = 32,
+        checkpoint_bytes: int = 32 * 2**20,
     ) -> None:
         self._conn = conn
+        self._raw: sqlite3.Connection = conn._conn  # for inline commits of small batches
+        self._inline_max = inline_max if indexer is None else 0
+        self._checkpoint_bytes = checkpoint_bytes
+        self._since_checkpoint = 0
         self._indexer = indexer
         self._vectors = vectors
         self._clock = clock
@@ -225,6 +231,7 @@ class Writer:
                 changes = await self._commit_one_by_one(entries, failed, touches, sweeps, now)
         self._apply_to_index(changes)
         self.batches += 1
+        await self._checkpoint_if_due(changes, survivors)
         for n, request in enumerate(writes):
             if request.future.done():
                 continue  # the caller was cancelled; its write is committed regardless
@@ -302,7 +309,27 @@ class Writer:
                     raw.execute("ROLLBACK")
                 raise
 
+        if self._inline_max and len(entries) + len(touches) <= self._inline_max and not sweep:
+            # A small batch without vectors commits in microseconds: less than the thread
+            # hop would cost. No checkpoint can run here (see _checkpoint_if_due).
+            return transaction(self._raw)
         return await run_on_connection_thread(self._conn, transaction)
+
+    async def _checkpoint_if_due(self, changes: _Changes, entries: list[_Entry]) -> None:
+        """Checkpoint the WAL on the connection's thread after about ``checkpoint_bytes``.
+
+        Automatic checkpoints are off on the write connection, so that an inline commit
+        never turns into copying megabytes on the event loop. The WAL file's size is no
+        guide (it is reused, not shrunk), so the writer counts what it wrote.
+        """
+        written = sum(len(e.put.encoded or b"") + 200 for e in entries)
+        written += sum(vectors.nbytes for _, vectors in changes.upserted)
+        self._since_checkpoint += written * 2  # pages of the table and its indexes
+        if self._since_checkpoint >= self._checkpoint_bytes:
+            self._since_checkpoint = 0
+            await run_on_connection_thread(
+                self._conn, lambda raw: raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            )
 
     async def _commit_one_by_one(
         self,
