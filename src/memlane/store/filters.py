@@ -4,8 +4,11 @@ Both compilations must give the same answers on every value (a property test che
 the in-memory and SQLite stores behave alike. Decisions taken where the contract is silent:
 
 * Dotted keys walk nested **objects** only: ``"a.b"`` never looks inside a list, and a key that
-  itself contains a ``.`` cannot be addressed. A key containing both ``"`` and ``[`` cannot be
-  written as a SQLite JSON path and is refused.
+  itself contains a ``.`` cannot be addressed. A key containing ``"`` together with ``[`` or
+  ``.`` cannot be written as a SQLite JSON path and is refused (for every store alike). A filter
+  key starting with ``$`` is an operator, so a top-level field named ``$x`` cannot be filtered.
+* A dict value with ``$`` keys is an operator dict; to compare with such a dict literally, write
+  ``{"$eq": {...}}``. A dict with no ``$`` keys is structural equality, even if empty.
 * Equality with a scalar (``str``, number, ``bool``) also matches a list field holding an equal
   element (one level deep). ``None`` matches a missing field or ``null`` only, never a list
   holding ``null``. A list or dict value is structural equality only (key order irrelevant,
