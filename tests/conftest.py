@@ -7,13 +7,12 @@ backend joins the suite by adding itself to ``BACKENDS``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
-
-import itertools
 
 from memlane import InMemoryStore, SqliteStore
 from memlane.store.base import BaseStore
@@ -50,10 +49,11 @@ class StoreFactory(Protocol):
     def __call__(self, **kwargs: Any) -> Awaitable[BaseStore]: ...
 
 
-VOCABULARY = (
-    "apple banana cherry dog cat horse python rust language english short direct "
-    "music jazz rock food pizza travel paris tokyo weather rain sun"
-).split()
+VOCABULARY = [
+    "apple", "banana", "cherry", "dog", "cat", "horse", "python", "rust", "language",
+    "english", "short", "direct", "music", "jazz", "rock", "food", "pizza", "travel",
+    "paris", "tokyo", "weather", "rain", "sun",
+]
 
 
 def keyword_embed(texts: Sequence[str]) -> list[list[float]]:

@@ -1,5 +1,8 @@
 """memlane: an async-first runtime for the long-term memory of LLM agents."""
 
+from memlane.store.base import BaseStore
+from memlane.store.memory import InMemoryStore
+from memlane.store.sqlite import SqliteStore, StoreLockedError, WriterError
 from memlane.store.types import (
     NOT_PROVIDED,
     GetOp,
@@ -14,10 +17,15 @@ from memlane.store.types import (
     StoreClosedError,
     TTLConfig,
 )
+from memlane.vectors import EmbeddingError, HashingEmbeddings
 
 __all__ = [
     "NOT_PROVIDED",
+    "BaseStore",
+    "EmbeddingError",
     "GetOp",
+    "HashingEmbeddings",
+    "InMemoryStore",
     "IndexConfig",
     "InvalidNamespaceError",
     "Item",
@@ -26,6 +34,9 @@ __all__ = [
     "PutOp",
     "SearchItem",
     "SearchOp",
+    "SqliteStore",
     "StoreClosedError",
+    "StoreLockedError",
     "TTLConfig",
+    "WriterError",
 ]

@@ -1,4 +1,4 @@
-"""Fixtures for the agent tests: the asyncio backend, a store, and loopback HTTP servers."""
+"""Fixtures for the agent tests: a store, and loopback HTTP servers."""
 
 from __future__ import annotations
 
@@ -9,11 +9,6 @@ from agent_wire_server import Recorded, Reply, WireServer
 
 from memlane import InMemoryStore
 from memlane.store.base import BaseStore
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture

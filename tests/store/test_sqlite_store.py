@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from tests.conftest import KEYWORD_DIMS, FakeClock, keyword_embed
 
 from memlane import (
     IndexConfig,
@@ -24,7 +25,6 @@ from memlane import (
     TTLConfig,
     WriterError,
 )
-from tests.conftest import KEYWORD_DIMS, FakeClock, keyword_embed
 
 pytestmark = pytest.mark.anyio
 
@@ -92,7 +92,8 @@ def _run_child_until_killed(path: Path, start: int, wanted: int) -> list[int]:
     finally:
         if child.poll() is None:
             child.kill()
-    assert acknowledged, f"the child acknowledged nothing: {child.stderr.read() if child.stderr else ''}"
+    errors = child.stderr.read() if child.stderr else ""
+    assert acknowledged, f"the child acknowledged nothing: {errors}"
     assert child.returncode == -signal.SIGKILL
     return acknowledged
 
@@ -362,7 +363,8 @@ async def test_the_sweeper_deletes_expired_items_on_its_interval(tmp_path: Path)
                 return int(conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
 
         with anyio.fail_after(10):
-            while await anyio.to_thread.run_sync(rows) != 1:
+            # Waiting for a condition another component brings about: poll the file.
+            while await anyio.to_thread.run_sync(rows) != 1:  # noqa: ASYNC110
                 await anyio.sleep(0.01)
         assert await store.aget(("ns",), "kept") is not None
         assert await store.asweep_expired() == 0

@@ -74,7 +74,7 @@ class BaseStore(ABC):
         value: dict[str, Any] | None,
         index: Literal[False] | list[str] | None = None,
         *,
-        ttl: float | None | NotProvided = NOT_PROVIDED,
+        ttl: float | NotProvided | None = NOT_PROVIDED,
     ) -> None:
         """Store ``value`` (replacing any earlier one), or delete when ``value`` is None."""
         await self.abatch([PutOp(namespace, key, value, index, ttl)])
@@ -130,7 +130,7 @@ class BaseStore(ABC):
         value: dict[str, Any] | None,
         index: Literal[False] | list[str] | None = None,
         *,
-        ttl: float | None | NotProvided = NOT_PROVIDED,
+        ttl: float | NotProvided | None = NOT_PROVIDED,
     ) -> None:
         """Blocking twin of :meth:`aput`."""
         self._sync_batch([PutOp(namespace, key, value, index, ttl)], "aput")
@@ -177,8 +177,9 @@ class BaseStore(ABC):
         """Release resources; later calls raise ``StoreClosedError``."""
         self.close()
 
+    @abstractmethod
     def close(self) -> None:
-        """Blocking twin of :meth:`aclose` (a no-op for stores that hold nothing)."""
+        """Blocking twin of :meth:`aclose`."""
 
     async def __aenter__(self) -> Self:
         return self

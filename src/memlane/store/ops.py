@@ -163,7 +163,7 @@ def encode_value(value: Any) -> bytes:
     return encoded
 
 
-def _resolve_ttl(ttl: float | None | NotProvided, config: TTLConfig | None) -> float | None:
+def _resolve_ttl(ttl: float | NotProvided | None, config: TTLConfig | None) -> float | None:
     if ttl is NOT_PROVIDED:
         return config.default_ttl if config is not None else None
     if ttl is None:
@@ -193,7 +193,7 @@ def prepare_put(
     key: Any,
     value: Any,
     index: Any,
-    ttl: float | None | NotProvided,
+    ttl: float | NotProvided | None,
     ttl_config: TTLConfig | None,
 ) -> PreparedPut:
     """Check one put or delete (``value`` None)."""

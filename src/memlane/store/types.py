@@ -171,8 +171,8 @@ class PutOp(NamedTuple):
     namespace: tuple[str, ...]
     key: str
     value: dict[str, Any] | None
-    index: Literal[False] | list[str] | None = None
-    ttl: float | None | NotProvided = NOT_PROVIDED
+    index: Literal[False] | list[str] | None = None  # type: ignore[assignment]  # shadows tuple.index, as in LangGraph
+    ttl: float | NotProvided | None = NOT_PROVIDED
 
 
 class SearchOp(NamedTuple):

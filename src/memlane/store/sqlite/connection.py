@@ -38,5 +38,5 @@ async def run_on_connection_thread(
     def call() -> T:
         return fn(raw)
 
-    return cast(T, await conn._execute(call))
+    return cast(T, await conn._execute(call))  # type: ignore[no-untyped-call]
 

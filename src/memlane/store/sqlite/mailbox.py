@@ -61,7 +61,7 @@ class Mailbox(Generic[T]):
             getter.set_result(None)
 
     async def get_batch(self, max_items: int) -> list[T]:
-        """Wait for at least one item, then take up to ``max_items``; ``[]`` once closed and empty."""
+        """Wait for an item, then take up to ``max_items``; ``[]`` once closed and empty."""
         while not self._items:
             if self._closed:
                 return []

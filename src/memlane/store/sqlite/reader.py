@@ -128,7 +128,10 @@ class Readers:
                 found: list[tuple[Item, int, bool] | None] = []
                 for namespace, key, _ in keys:
                     row = rows.get((namespace, key))
-                    found.append(None if row is None else (row_to_item(row), row[0], row[6] is not None))
+                    if row is None:
+                        found.append(None)
+                    else:
+                        found.append((row_to_item(row), row[0], row[6] is not None))
                 return found
 
             self.get_hops += 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Literal
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "apply_migrations", "configure", "check_dims"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "apply_migrations", "check_dims", "configure"]
 
 Synchronous = Literal["NORMAL", "FULL"]
 

@@ -254,7 +254,7 @@ class SqliteStore(BaseStore):
         value: dict[str, Any] | None,
         index: Literal[False] | list[str] | None = None,
         *,
-        ttl: float | None | NotProvided = NOT_PROVIDED,
+        ttl: float | NotProvided | None = NOT_PROVIDED,
     ) -> None:
         self._check_open()
         await self._writer.write([prepare_put(namespace, key, value, index, ttl, self.ttl_config)])

@@ -17,6 +17,7 @@ of waiting forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from dataclasses import dataclass, field
@@ -165,10 +166,9 @@ class Writer:
 
     def touch(self, item_ids: list[int], read_at: float) -> None:
         """Refresh the expiry of ``item_ids`` (read at ``read_at``) in a coming batch."""
-        try:
+        # While closing, a refresh no later read can observe is not needed.
+        with contextlib.suppress(MailboxClosed):
             self.mailbox.put_nowait(TouchRequest(item_ids, read_at))
-        except MailboxClosed:
-            pass  # closing: a refresh that no later read can observe is not needed
 
     async def sweep(self) -> int:
         """Delete expired items now; return how many."""
