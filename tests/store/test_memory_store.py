@@ -1,0 +1,82 @@
+"""InMemoryStore beyond the shared contract: sync calls anywhere, threads, the sweeper."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+from tests.conftest import KEYWORD_DIMS, FakeClock, keyword_embed
+
+from memlane import IndexConfig, InMemoryStore, StoreClosedError, TTLConfig
+
+
+@pytest.mark.anyio
+async def test_sync_methods_work_inside_a_running_event_loop() -> None:
+    async def embed(texts: Sequence[str]) -> list[list[float]]:
+        return keyword_embed(texts)
+
+    store = InMemoryStore(index=IndexConfig(dims=KEYWORD_DIMS, embed=embed, fields=["text"]))
+    store.put(("ns",), "k", {"text": "jazz"})  # an async embed function, called synchronously
+    assert [hit.key for hit in store.search(("ns",), query="jazz")] == ["k"]
+    item = store.get(("ns",), "k")
+    assert item is not None and item.value == {"text": "jazz"}
+
+
+def test_many_threads_write_and_read_at_once() -> None:
+    store = InMemoryStore(
+        index=IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+    )
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def work(thread: int) -> None:
+        try:
+            start.wait()
+            for n in range(200):
+                store.put(("t", str(thread)), f"k{n}", {"text": "apple dog", "n": n})
+                if n % 20 == 0:
+                    store.search(("t",), query="apple", limit=5)
+                    store.delete(("t", str(thread)), f"k{n - 1}")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    per_thread = 200 - len(range(20, 200, 20))  # k{n-1} deleted for n = 20, 40, ...
+    assert len(store.search(("t",), limit=10_000)) == 8 * per_thread
+    assert len(store.search(("t",), query="apple", limit=10_000)) == 8 * per_thread
+
+
+def test_the_sweeper_thread_deletes_expired_items_and_stops_on_close() -> None:
+    clock = FakeClock()
+    store = InMemoryStore(
+        ttl=TTLConfig(default_ttl=1, sweep_interval_minutes=0.0005), clock=clock
+    )
+    store.put(("ns",), "old", {"v": 1})
+    store.put(("ns",), "kept", {"v": 1}, ttl=None)
+    clock.advance(120)
+    deadline = time.monotonic() + 10
+    while len(store) != 1:  # the sweeper, not a read, must remove it
+        assert time.monotonic() < deadline, "the sweeper never ran"
+        time.sleep(0.01)
+    store.close()
+    assert store._sweeper is not None and not store._sweeper.is_alive()
+    with pytest.raises(StoreClosedError):
+        store.get(("ns",), "kept")
+
+
+def test_sweep_expired_reports_how_many_it_deleted() -> None:
+    clock = FakeClock()
+    store = InMemoryStore(ttl={"default_ttl": 1}, clock=clock)
+    for n in range(5):
+        store.put(("ns",), f"k{n}", {"n": n}, ttl=1 if n < 3 else None)
+    clock.advance(61)
+    assert store.sweep_expired() == 3
+    assert len(store) == 2
+    assert store.sweep_expired() == 0
