@@ -254,9 +254,10 @@ def validate_namespace_lookup(namespace: Any) -> tuple[str, ...]:
     """Reads accept any tuple of string labels; a namespace that cannot exist finds nothing."""
     if isinstance(namespace, str) or not isinstance(namespace, tuple | list) or not namespace:
         raise ValueError(f"namespace must be a non-empty tuple of string labels, got {namespace!r}")
-    if not all(isinstance(label, str) for label in namespace):
-        raise ValueError(f"namespace labels must be strings, got {namespace!r}")
-    return tuple(namespace)
+    for label in namespace:
+        if not isinstance(label, str):
+            raise ValueError(f"namespace labels must be strings, got {namespace!r}")
+    return namespace if type(namespace) is tuple else tuple(namespace)
 
 
 def prepare_ops(ops: Any, ttl_config: TTLConfig | None = None) -> list[PreparedOp]:

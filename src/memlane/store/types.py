@@ -73,6 +73,21 @@ class Item:
         self.created_at = created_at
         self.updated_at = updated_at
 
+    @classmethod
+    def _trusted(
+        cls,
+        value: dict[str, Any],
+        key: str,
+        namespace: tuple[str, ...],
+        created_at: datetime,
+        updated_at: datetime,
+    ) -> Item:
+        """Build from values a store already checked (skips the keyword-argument path)."""
+        item = cls.__new__(cls)
+        item.value, item.key, item.namespace = value, key, namespace
+        item.created_at, item.updated_at = created_at, updated_at
+        return item
+
     def dict(self) -> dict[str, Any]:
         """A plain-dict form, timestamps as ISO 8601 strings (as LangGraph's ``Item.dict``)."""
         return {

@@ -7,6 +7,7 @@ which the ``UNIQUE (namespace, key)`` index serves directly.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
@@ -30,13 +31,18 @@ def encode_namespace(namespace: tuple[str, ...]) -> str:
     return ".".join(namespace)
 
 
+@functools.lru_cache(maxsize=4096)
 def decode_namespace(text: str) -> tuple[str, ...]:
+    """Cached: reads decode the same few namespaces over and over."""
     return tuple(text.split("."))
 
 
 def is_storable(labels: tuple[str, ...]) -> bool:
     """Whether labels could belong to a stored namespace (reads of others find nothing)."""
-    return all(label and "." not in label for label in labels)
+    for label in labels:  # noqa: SIM110 - a plain loop: this is on every get's path
+        if not label or "." in label:
+            return False
+    return True
 
 
 def prefix_condition(prefix: tuple[str, ...], column: str = "namespace") -> tuple[str, list[Any]]:
@@ -51,12 +57,12 @@ def prefix_condition(prefix: tuple[str, ...], column: str = "namespace") -> tupl
 
 
 def row_to_item(row: tuple[Any, ...]) -> Item:
-    return Item(
-        value=orjson.loads(row[3]),
-        key=row[2],
-        namespace=decode_namespace(row[1]),
-        created_at=from_micros(row[4]),
-        updated_at=from_micros(row[5]),
+    return Item._trusted(
+        orjson.loads(row[3]),
+        row[2],
+        decode_namespace(row[1]),
+        from_micros(row[4]),
+        from_micros(row[5]),
     )
 
 

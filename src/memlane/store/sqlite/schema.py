@@ -23,7 +23,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             value TEXT NOT NULL
         );
         CREATE TABLE items (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: the vector index maps it
+            id INTEGER PRIMARY KEY,                -- given by the writer; the vector index maps it
             namespace TEXT NOT NULL,               -- labels joined with '.', which labels lack
             key TEXT NOT NULL,
             value TEXT NOT NULL,                   -- JSON text, exactly as orjson wrote it
@@ -33,7 +33,6 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             expires_at REAL,                       -- seconds since the epoch; NULL = never
             UNIQUE (namespace, key)
         );
-        CREATE INDEX items_by_updated ON items (updated_at);
         CREATE INDEX items_by_expiry ON items (expires_at) WHERE expires_at IS NOT NULL;
         CREATE TABLE vectors (
             item_id INTEGER PRIMARY KEY,           -- items.id; a rowid table: fast appends

@@ -151,14 +151,17 @@ class SqliteStore(BaseStore):
             writer_conn = await connect(db_path)
             opened.append(writer_conn)
 
-            def prepare(raw: sqlite3.Connection) -> int:
+            def prepare(raw: sqlite3.Connection) -> tuple[int, int]:
                 configure(raw, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
                 apply_migrations(raw, store_clock.next_stamp())
                 check_dims(raw, index_config.dims if index_config else None)
-                newest = raw.execute("SELECT MAX(updated_at) FROM items").fetchone()[0]
-                return int(newest or 0)
+                newest, top_id = raw.execute(
+                    "SELECT MAX(updated_at), MAX(id) FROM items"
+                ).fetchone()
+                return int(newest or 0), int(top_id or 0)
 
-            store_clock.observe(await run_on_connection_thread(writer_conn, prepare))
+            newest_stamp, top_id = await run_on_connection_thread(writer_conn, prepare)
+            store_clock.observe(newest_stamp)
             reader_conns = []
             for _ in range(readers):
                 conn = await connect(db_path, read_only=True)
@@ -178,6 +181,7 @@ class SqliteStore(BaseStore):
                 clock=store_clock,
                 capacity=mailbox_capacity,
                 max_batch=max_batch,
+                first_id=top_id + 1,
                 inline_max=32 if synchronous == "NORMAL" else 0,  # FULL fsyncs: use the thread
             )
             reader_pool = Readers(reader_conns, vectors=vectors, clock=store_clock,

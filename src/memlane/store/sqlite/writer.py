@@ -20,8 +20,9 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import numpy as np
@@ -38,6 +39,8 @@ from memlane.vectors import EmbeddingError, VectorIndex
 __all__ = ["SweepRequest", "TouchRequest", "WriteRequest", "Writer", "WriterError"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class WriterError(RuntimeError):
@@ -82,6 +85,19 @@ class _Entry:
 
 
 @dataclass(slots=True)
+class _Prepared:
+    """A batch ready to commit: its requests by kind, and its embedded, coalesced puts."""
+
+    writes: list[WriteRequest]
+    touches: list[tuple[float, int]]
+    sweeps: list[SweepRequest]
+    entries: list[_Entry]
+    survivors: list[_Entry]
+    failed: dict[int, BaseException]
+    stamps: list[int]
+
+
+@dataclass(slots=True)
 class _Changes:
     """What a committed transaction did, to mirror into the vector index."""
 
@@ -91,8 +107,8 @@ class _Changes:
 
 
 _UPSERT = """
-INSERT INTO items (namespace, key, value, created_at, updated_at, ttl_minutes, expires_at)
-VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)
+INSERT INTO items (id, namespace, key, value, created_at, updated_at, ttl_minutes, expires_at)
+VALUES (?8, ?1, ?2, ?3, ?4, ?4, ?5, ?6)
 ON CONFLICT (namespace, key) DO UPDATE SET
     value = excluded.value,
     created_at = CASE WHEN items.expires_at IS NOT NULL AND items.expires_at <= ?7
@@ -133,6 +149,7 @@ class Writer:
         clock: Clock,
         capacity: int = 10_000,
         max_batch: int = 2_048,
+        first_id: int = 1,
         inline_max: int = 32,
         checkpoint_bytes: int = 32 * 2**20,
     ) -> None:
@@ -141,6 +158,8 @@ class Writer:
         self._inline_max = inline_max if indexer is None else 0
         self._checkpoint_bytes = checkpoint_bytes
         self._since_checkpoint = 0
+        self._next_id = first_id
+        self.pipelined = indexer is not None  # see run()
         self._indexer = indexer
         self._vectors = vectors
         self._clock = clock
@@ -182,16 +201,27 @@ class Writer:
     # ---- the actor -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Process batches until the mailbox is closed and drained."""
+        """Process batches until the mailbox is closed and drained.
+
+        With an index, batches are pipelined: batch N+1 is embedded while batch N commits
+        (commits, and so acknowledgements, stay in order). Without one there is nothing to
+        overlap, and waiting lets the next batch grow instead.
+        """
+        finishing: asyncio.Task[None] | None = None
         try:
             while batch := await self.mailbox.get_batch(self._max_batch):
-                try:
-                    await self._process(batch)
-                except Exception as exc:
-                    log.exception("memlane writer failed on a batch")
-                    error = WriterError(f"the store's writer failed on this batch: {exc!r}")
-                    error.__cause__ = exc
-                    self._fail(batch, error)
+                prepared = await self._guarded(batch, self._prepare(batch))
+                if finishing is not None:
+                    await finishing
+                    finishing = None
+                if prepared is None:
+                    continue
+                finishing = asyncio.ensure_future(self._guarded(batch, self._finish(prepared)))
+                if not self.pipelined:
+                    await finishing
+                    finishing = None
+            if finishing is not None:
+                await finishing
         finally:
             self.mailbox.close()
             leftover = []
@@ -203,7 +233,19 @@ class Writer:
             )
             self.stopped.set()
 
-    async def _process(self, batch: list[Request]) -> None:
+    async def _guarded(self, batch: list[Request], step: Awaitable[T]) -> T | None:
+        """Run one step of a batch; an unexpected error fails that batch's callers only."""
+        try:
+            return await step
+        except Exception as exc:
+            log.exception("memlane writer failed on a batch")
+            error = WriterError(f"the store's writer failed on this batch: {exc!r}")
+            error.__cause__ = exc
+            self._fail(batch, error)
+            return None
+
+    async def _prepare(self, batch: list[Request]) -> _Prepared:
+        """Split a batch by kind, embed its puts, coalesce them, and stamp them."""
         writes = [r for r in batch if isinstance(r, WriteRequest)]
         touches = [
             (r.read_at, item_id)
@@ -218,20 +260,29 @@ class Writer:
             survivors = await self._embed(entries, failed)
         else:
             survivors = _coalesce(entries, failed)
-        now = self._clock.now()
         stamps = [self._clock.next_stamp() for _ in survivors]
+        return _Prepared(writes, touches, sweeps, entries, survivors, failed, stamps)
+
+    async def _finish(self, batch: _Prepared) -> None:
+        """Commit a prepared batch, mirror it into the vector index, resolve its callers."""
+        writes, failed = batch.writes, batch.failed
+        now = self._clock.now()
         try:
-            changes = await self._commit(survivors, stamps, touches, bool(sweeps), now)
+            changes = await self._commit(
+                batch.survivors, batch.stamps, batch.touches, bool(batch.sweeps), now
+            )
         except Exception as exc:
-            if len(writes) - len(failed) <= 1 and not touches and not sweeps:
+            if len(writes) - len(failed) <= 1 and not batch.touches and not batch.sweeps:
                 for n in range(len(writes)):
                     failed.setdefault(n, exc)
                 changes = _Changes()
             else:
-                changes = await self._commit_one_by_one(entries, failed, touches, sweeps, now)
+                changes = await self._commit_one_by_one(
+                    batch.entries, failed, batch.touches, batch.sweeps, now
+                )
         self._apply_to_index(changes)
         self.batches += 1
-        await self._checkpoint_if_due(changes, survivors)
+        await self._checkpoint_if_due(changes, batch.survivors)
         for n, request in enumerate(writes):
             if request.future.done():
                 continue  # the caller was cancelled; its write is committed regardless
@@ -239,7 +290,7 @@ class Writer:
                 request.future.set_exception(failed[n])
             else:
                 request.future.set_result(None)
-        for sweep in sweeps:
+        for sweep in batch.sweeps:
             if not sweep.future.done():
                 sweep.future.set_result(changes.swept)
 
@@ -288,12 +339,14 @@ class Writer:
         now: float,
     ) -> _Changes:
         indexed = self._indexer is not None
+        ids = range(self._next_id, self._next_id + len(entries))
+        self._next_id = ids.stop
 
         def transaction(raw: sqlite3.Connection) -> _Changes:
             raw.execute("BEGIN IMMEDIATE")
             try:
                 changes = _Changes()
-                _write_entries(raw, entries, stamps, now, indexed, changes)
+                _write_entries(raw, entries, stamps, now, indexed, changes, ids)
                 if touches:
                     raw.executemany(_TOUCH, touches)
                 if sweep:
@@ -385,14 +438,19 @@ def _write_entries(
     now: float,
     indexed: bool,
     changes: _Changes,
+    ids: range,
 ) -> None:
     """Upserts and deletes for one transaction, a few statements for the whole batch.
+
+    Each put offers a fresh id from ``ids`` (an overwrite keeps its row's id), so an id
+    never names two items while the process runs: the vector index maps ids to items.
 
     With an index, vectors live in their own table beside the items (filter scans stay
     small); the item ids the vector index needs are looked up once per key.
     """
     rows: list[tuple[Any, ...]] = []
     put_entries: list[_Entry] = []
+    next_id = ids.start
     deletes: list[tuple[str, str]] = []
     for entry, stamp in zip(entries, stamps, strict=True):
         put = entry.put
@@ -402,7 +460,10 @@ def _write_entries(
             continue
         ttl = put.ttl_minutes
         expires_at = now + ttl * 60 if ttl is not None else None
-        rows.append((namespace, put.key, put.encoded.decode(), stamp, ttl, expires_at, now))
+        rows.append(
+            (namespace, put.key, put.encoded.decode(), stamp, ttl, expires_at, now, next_id)
+        )
+        next_id += 1
         put_entries.append(entry)
     if not indexed:
         raw.executemany(_UPSERT, rows)
