@@ -155,7 +155,8 @@ class Writer:
     ) -> None:
         self._conn = conn
         self._raw: sqlite3.Connection = conn._conn  # for inline commits of small batches
-        self._inline_max = inline_max if indexer is None else 0
+        # Vector blobs make rows ~1.5 KB each: a smaller batch still commits in microseconds.
+        self._inline_max = inline_max if indexer is None else inline_max // 4
         self._checkpoint_bytes = checkpoint_bytes
         self._since_checkpoint = 0
         self._next_id = first_id
@@ -363,8 +364,8 @@ class Writer:
                 raise
 
         if self._inline_max and len(entries) + len(touches) <= self._inline_max and not sweep:
-            # A small batch without vectors commits in microseconds: less than the thread
-            # hop would cost. No checkpoint can run here (see _checkpoint_if_due).
+            # A small batch commits in microseconds: less than the thread hop would cost.
+            # No checkpoint can run here (see _checkpoint_if_due).
             return transaction(self._raw)
         return await run_on_connection_thread(self._conn, transaction)
 
