@@ -7,10 +7,12 @@ BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: demo test lint bench clean
 
+# The test set-up includes the langgraph extra: the adapter and migration tests run against
+# the real LangGraph and LangChain.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,langgraph]'
 	@touch $@
 
 $(BENCH_STAMP): $(STAMP)

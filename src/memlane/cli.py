@@ -1,0 +1,267 @@
+"""The ``memlane`` command: ``migrate``, ``export`` and ``import``.
+
+Each subcommand is one :class:`Command` in :data:`COMMANDS`: a function that adds its
+arguments and a function that runs it. A new subcommand (say ``bench``) is one more entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from memlane.store.sqlite import StoreLockedError
+from memlane.store.types import IndexConfig
+from memlane.transfer import (
+    JsonlSource,
+    MigrationReport,
+    MissingDependencyError,
+    Progress,
+    Source,
+    export_jsonl,
+    migrate,
+    open_source,
+)
+from memlane.vectors import HashingEmbeddings
+
+__all__ = ["COMMANDS", "Command", "build_parser", "index_from_options", "main"]
+
+
+class UsageError(Exception):
+    """A bad command line: printed without a traceback, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name, one-line help, argument set-up and runner (-> exit code)."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+# ---- index options (shared by migrate and import) ----------------------------------------
+
+
+def split_fields(text: str) -> list[str]:
+    """Split ``"text,meta.title,{a,b}"`` on the commas outside braces and brackets."""
+    fields: list[str] = []
+    depth = 0
+    current = ""
+    for char in text:
+        if char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
+        if char == "," and depth == 0:
+            fields.append(current.strip())
+            current = ""
+        else:
+            current += char
+    fields.append(current.strip())
+    return [part for part in fields if part]
+
+
+def _embeddings(spec: str) -> tuple[Any, int | None]:
+    """``hashing:<dims>`` (offline) or ``provider:model`` via LangChain's init_embeddings."""
+    name, _, rest = spec.partition(":")
+    if name == "hashing":
+        if not rest.isdigit() or int(rest) <= 0:
+            raise UsageError(f"--embed {spec!r}: write hashing:<dims>, e.g. hashing:256")
+        return HashingEmbeddings(int(rest)), int(rest)
+    if not rest:
+        raise UsageError(f"--embed {spec!r}: write provider:model or hashing:<dims>")
+    try:
+        from langchain.embeddings import init_embeddings
+    except ImportError:
+        raise UsageError(
+            f"--embed {spec!r} needs LangChain and the provider's package "
+            f"(pip install langchain langchain-<provider>); or use hashing:<dims>"
+        ) from None
+    try:
+        return init_embeddings(spec), None
+    except (ImportError, ValueError) as exc:
+        raise UsageError(f"--embed {spec!r}: {exc}") from None
+
+
+def index_from_options(
+    embed: str | None, dims: int | None, fields: str | None
+) -> IndexConfig | None:
+    """The destination's index config from ``--embed``, ``--dims`` and ``--fields``."""
+    if embed is None:
+        if dims is not None or fields is not None:
+            raise UsageError("--dims and --fields need --embed")
+        return None
+    embedder, implied_dims = _embeddings(embed)
+    if dims is None:
+        dims = implied_dims
+    elif implied_dims is not None and dims != implied_dims:
+        raise UsageError(f"--dims {dims} disagrees with --embed {embed}")
+    if dims is None:
+        raise UsageError(f"--embed {embed} needs --dims (the model's vector size)")
+    return IndexConfig(dims=dims, embed=embedder, fields=tuple(split_fields(fields or "$")))
+
+
+def _add_index_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("index (re-embed into the destination)")
+    group.add_argument("--embed", metavar="SPEC",
+                       help="hashing:<dims> (offline) or provider:model, e.g. "
+                            "openai:text-embedding-3-small (needs LangChain)")
+    group.add_argument("--dims", type=int, help="vector size (implied by hashing:<dims>)")
+    group.add_argument("--fields", metavar="PATHS",
+                       help="comma-separated JSON paths to embed (default: $, the whole value)")
+    parser.add_argument("--chunk-size", type=int, default=500, metavar="N",
+                        help="items per write batch (default 500)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+
+# ---- migrate / import --------------------------------------------------------------------
+
+
+def _print_progress(progress: Progress) -> None:
+    total = f"/{progress.total}" if progress.total is not None else ""
+    print(
+        f"  {progress.read}{total} read: {progress.written} written, "
+        f"{progress.unchanged} unchanged, {progress.skipped} skipped",
+        file=sys.stderr,
+    )
+
+
+def _print_report(report: MigrationReport, *, show: int = 10) -> None:
+    resumed = " (finished an interrupted run)" if report.resumed else ""
+    print(
+        f"{report.source} -> {report.destination}{resumed}\n"
+        f"read {report.read}, written {report.written}, unchanged {report.unchanged}, "
+        f"skipped {len(report.skipped)} in {report.seconds:.1f}s"
+    )
+    for reason, entries in report.skipped_by_reason().items():
+        print(f"skipped {len(entries)}: {reason}")
+        for entry in entries[:show]:
+            where = entry.namespace if isinstance(entry.namespace, str) else (
+                "/".join(entry.namespace))
+            print(f"    {where} {entry.key}".rstrip())
+        if len(entries) > show:
+            print(f"    ... and {len(entries) - show} more")
+
+
+def _copy(source: Source, args: argparse.Namespace) -> int:
+    index = index_from_options(args.embed, args.dims, args.fields)
+    if args.chunk_size < 1:
+        raise UsageError("--chunk-size must be positive")
+    progress = None if args.quiet else _print_progress
+    try:
+        report = anyio.run(
+            lambda: migrate(source, args.destination, index=index,
+                            chunk_size=args.chunk_size, on_progress=progress)
+        )
+    finally:
+        source.close()
+    _print_report(report)
+    return 0
+
+
+def _add_migrate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="a LangGraph SqliteStore file, a postgresql:// URL "
+                                       "(needs psycopg), a memlane file, or a JSONL export")
+    parser.add_argument("destination", help="the memlane SQLite file to write (created if new)")
+    _add_index_arguments(parser)
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    return _copy(open_source(args.source), args)
+
+
+def _add_import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="a JSONL file written by `memlane export`")
+    parser.add_argument("destination", help="the memlane SQLite file to write (created if new)")
+    _add_index_arguments(parser)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    return _copy(JsonlSource(args.source), args)
+
+
+# ---- export ------------------------------------------------------------------------------
+
+
+def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="a memlane SQLite file (or any migrate source)")
+    parser.add_argument("output", help="the JSONL file to write, or - for standard output")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    source = open_source(args.source)
+    try:
+        if args.output == "-":
+            skipped = export_jsonl(source, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        else:
+            skipped = _export_atomically(source, Path(args.output))
+    finally:
+        source.close()
+    for entry in skipped:
+        print(f"skipped {entry.namespace} {entry.key}: {entry.reason}", file=sys.stderr)
+    return 0
+
+
+def _export_atomically(source: Source, output: Path) -> list[Any]:
+    """Write to a temporary file beside ``output``, then rename: never a half backup."""
+    fd, temp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            skipped = export_jsonl(source, out)
+        os.replace(temp, output)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return skipped
+
+
+# ---- the command table and entry point ---------------------------------------------------
+
+COMMANDS: list[Command] = [
+    Command("migrate", "copy a LangGraph store (or a JSONL export) into a memlane file",
+            _add_migrate_arguments, run_migrate),
+    Command("export", "write a store's items to a JSONL backup", _add_export_arguments,
+            run_export),
+    Command("import", "load a JSONL backup into a memlane file", _add_import_arguments,
+            run_import),
+]
+
+
+def build_parser(commands: Sequence[Command] = ()) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memlane", description="memlane: long-term memory for LLM agents."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in commands or COMMANDS:
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``memlane`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.run(args)
+    except UsageError as exc:
+        print(f"memlane {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (MissingDependencyError, FileNotFoundError, ValueError, StoreLockedError) as exc:
+        print(f"memlane {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
