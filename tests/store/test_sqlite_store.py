@@ -389,3 +389,27 @@ def test_the_private_aiosqlite_hook_exists() -> None:
     import aiosqlite
 
     assert callable(getattr(aiosqlite.Connection, "_execute", None))
+
+
+async def test_an_async_call_from_another_event_loop_is_refused(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "loops.db") as store:
+
+        def other_loop() -> None:
+            asyncio.run(store.aput(("ns",), "k", {"v": 1}))
+
+        with pytest.raises(RuntimeError, match="sync methods"):
+            await anyio.to_thread.run_sync(other_loop)
+        await store.aput(("ns",), "k", {"v": 2})
+        item = await store.aget(("ns",), "k")
+        assert item is not None and item.value == {"v": 2}
+
+
+async def test_synchronous_full_is_offered(tmp_path: Path) -> None:
+    path = tmp_path / "full.db"
+    async with SqliteStore.open(path, synchronous="FULL", index=INDEX) as store:
+        await asyncio.gather(*(store.aput(("ns",), f"k{n}", {"text": "apple"}) for n in range(50)))
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 50
+    with pytest.raises(ValueError, match="synchronous"):
+        async with SqliteStore.open(path, synchronous="OFF"):  # type: ignore[arg-type]
+            pass

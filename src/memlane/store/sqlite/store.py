@@ -229,7 +229,7 @@ class SqliteStore(BaseStore):
     # ---- the batch entry points ----------------------------------------------------------
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
-        self._check_open()
+        self._check_async()
         prepared = prepare_ops(ops, self.ttl_config)
         results: list[Result] = [None] * len(prepared)
         puts: list[PreparedPut] = []
@@ -260,17 +260,17 @@ class SqliteStore(BaseStore):
         *,
         ttl: float | NotProvided | None = NOT_PROVIDED,
     ) -> None:
-        self._check_open()
+        self._check_async()
         await self._writer.write([prepare_put(namespace, key, value, index, ttl, self.ttl_config)])
 
     async def adelete(self, namespace: tuple[str, ...], key: str) -> None:
-        self._check_open()
+        self._check_async()
         await self._writer.write([prepare_put(namespace, key, None, None, None, None)])
 
     async def aget(
         self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None
     ) -> Item | None:
-        self._check_open()
+        self._check_async()
         op = prepare_get(namespace, key, refresh_ttl, self.ttl_config)
         return await self._readers.get(op.namespace, op.key, op.refresh_ttl)
 
@@ -295,7 +295,7 @@ class SqliteStore(BaseStore):
     # ---- TTL -----------------------------------------------------------------------------
 
     async def asweep_expired(self) -> int:
-        self._check_open()
+        self._check_async()
         return await self._writer.sweep()
 
     async def _sweep_forever(self, interval_minutes: float) -> None:
@@ -343,6 +343,15 @@ class SqliteStore(BaseStore):
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosedError(f"the SqliteStore at {self.path} is closed")
+
+    def _check_async(self) -> None:
+        """An async call must come from the loop that opened the store (its writer's loop)."""
+        self._check_open()
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError(
+                f"the SqliteStore at {self.path} belongs to the event loop that opened it; "
+                f"from another thread, use its sync methods (store.put(...), store.get(...))"
+            )
 
     @property
     def writer_batches(self) -> int:
