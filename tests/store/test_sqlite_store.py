@@ -413,3 +413,18 @@ async def test_synchronous_full_is_offered(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="synchronous"):
         async with SqliteStore.open(path, synchronous="OFF"):  # type: ignore[arg-type]
             pass
+
+
+async def test_a_fallback_commit_still_indexes_a_put_that_was_superseded(tmp_path: Path) -> None:
+    """Two callers put one key in one batch; the later one makes the transaction fail.
+    The earlier put then commits on its own, and must be searchable."""
+    async with SqliteStore.open(tmp_path / "f.db", index=INDEX) as store:
+        raw: sqlite3.Connection = store._writer._conn._conn  # white box: shrink a limit
+        raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)
+        first = asyncio.ensure_future(store.aput(("ns",), "k", {"text": "apple"}))
+        second = asyncio.ensure_future(store.aput(("ns",), "k", {"text": "dog " * 5_000}))
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        assert results[0] is None
+        assert isinstance(results[1], sqlite3.DataError | sqlite3.OperationalError)
+        hits = await store.asearch(("ns",), query="apple")
+        assert [(hit.key, hit.value) for hit in hits] == [("k", {"text": "apple"})]

@@ -399,6 +399,16 @@ class Writer:
             own = _coalesce([e for e in entries if e.request == request], failed)
             stamps = [self._clock.next_stamp() for _ in own]
             try:
+                # A put the whole batch's coalescing had superseded was never embedded.
+                unembedded = [e for e in own if not e.embedded and not e.put.is_delete]
+                if self._indexer is not None and unembedded:
+                    await self._embed_entries(unembedded)
+                    bad = next((e for e in unembedded if e.error is not None), None)
+                    if bad is not None:
+                        raise EmbeddingError(
+                            f"cannot index the put to {bad.put.namespace!r}/{bad.put.key!r}: "
+                            f"{bad.error}"
+                        )
                 changes = await self._commit(own, stamps, [], False, now)
             except Exception as exc:
                 failed[request] = exc
