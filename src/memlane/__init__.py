@@ -6,6 +6,7 @@ from memlane.store.sqlite import SqliteStore, StoreLockedError, WriterError
 from memlane.store.types import (
     NOT_PROVIDED,
     GetOp,
+    ImportItem,
     IndexConfig,
     InvalidNamespaceError,
     Item,
@@ -25,6 +26,7 @@ __all__ = [
     "EmbeddingError",
     "GetOp",
     "HashingEmbeddings",
+    "ImportItem",
     "InMemoryStore",
     "IndexConfig",
     "InvalidNamespaceError",

@@ -136,9 +136,9 @@ def _print_progress(progress: Progress) -> None:
 
 
 def _print_report(report: MigrationReport, *, show: int = 10) -> None:
-    resumed = " (finished an interrupted run)" if report.resumed else ""
+
     print(
-        f"{report.source} -> {report.destination}{resumed}\n"
+        f"{report.source} -> {report.destination}\n"
         f"read {report.read}, written {report.written}, unchanged {report.unchanged}, "
         f"skipped {len(report.skipped)} in {report.seconds:.1f}s"
     )

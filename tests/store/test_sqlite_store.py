@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -17,7 +18,9 @@ import pytest
 from tests.conftest import KEYWORD_DIMS, FakeClock, keyword_embed
 
 from memlane import (
+    ImportItem,
     IndexConfig,
+    InvalidNamespaceError,
     PutOp,
     SqliteStore,
     StoreClosedError,
@@ -428,3 +431,33 @@ async def test_a_fallback_commit_still_indexes_a_put_that_was_superseded(tmp_pat
         assert isinstance(results[1], sqlite3.DataError | sqlite3.OperationalError)
         hits = await store.asearch(("ns",), query="apple")
         assert [(hit.key, hit.value) for hit in hits] == [("k", {"text": "apple"})]
+
+
+async def test_aimport_keeps_given_timestamps_and_expiry(tmp_path: Path) -> None:
+    clock = FakeClock()
+    created = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    updated = datetime(2024, 6, 1, tzinfo=UTC)
+    async with SqliteStore.open(tmp_path / "i.db", index=INDEX, clock=clock) as store:
+        await store.aput(("ns",), "old", {"text": "dog"})
+        await store.aimport([
+            ImportItem(("ns",), "old", {"text": "apple"}, created, updated),
+            ImportItem(("ns",), "ttl", {"text": "jazz"}, created, updated, ttl_minutes=1),
+            ImportItem(("ns",), "gone", {"text": "rock"}, created, updated,
+                       expires_at=datetime.fromtimestamp(clock.now - 1, UTC)),
+        ])
+        item = await store.aget(("ns",), "old")
+        assert item is not None and item.value == {"text": "apple"}
+        assert (item.created_at, item.updated_at) == (created, updated)
+        hits = await store.asearch(("ns",), query="apple")
+        assert hits[0].key == "old"
+        assert await store.aget(("ns",), "gone") is None
+        assert await store.aget(("ns",), "ttl", refresh_ttl=False) is not None
+        clock.advance(61)
+        assert await store.aget(("ns",), "ttl") is None
+        await store.aput(("ns",), "new", {"text": "sun"})
+        newest = (await store.asearch(("ns",), limit=1))[0]
+        assert newest.key == "new", "later writes are stamped after imported ones"
+        with pytest.raises(ValueError, match="timezone-aware"):
+            await store.aimport([ImportItem(("ns",), "k", {}, datetime(2024, 1, 1), updated)])
+        with pytest.raises(InvalidNamespaceError):
+            await store.aimport([ImportItem(("a.b",), "k", {}, created, updated)])

@@ -72,6 +72,7 @@ class PreparedPut:
     encoded: bytes | None
     index: Literal[False] | tuple[JsonPath, ...] | None
     ttl_minutes: float | None
+    imported: tuple[int, int, float | None] | None = None  # created, updated (us), expires (s)
 
     @property
     def is_delete(self) -> bool:

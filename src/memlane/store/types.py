@@ -16,6 +16,7 @@ from typing import Any, Literal, NamedTuple, TypeAlias
 __all__ = [
     "NOT_PROVIDED",
     "GetOp",
+    "ImportItem",
     "IndexConfig",
     "InvalidNamespaceError",
     "Item",
@@ -208,6 +209,22 @@ class ListNamespacesOp(NamedTuple):
     max_depth: int | None = None
     limit: int = 100
     offset: int = 0
+
+
+class ImportItem(NamedTuple):
+    """An item brought in from elsewhere with its own timestamps (``SqliteStore.aimport``).
+
+    Datetimes must be timezone-aware. ``expires_at`` None with a ``ttl_minutes`` means the
+    TTL starts at import; both None means the item never expires.
+    """
+
+    namespace: tuple[str, ...]
+    key: str
+    value: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    ttl_minutes: float | None = None
+    expires_at: datetime | None = None
 
 
 Op: TypeAlias = GetOp | PutOp | SearchOp | ListNamespacesOp

@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,9 +39,10 @@ from memlane.store.sqlite.connection import connect, run_on_connection_thread
 from memlane.store.sqlite.reader import Readers
 from memlane.store.sqlite.schema import Synchronous, apply_migrations, check_dims, configure
 from memlane.store.sqlite.writer import Writer
-from memlane.store.timestamps import Clock
+from memlane.store.timestamps import Clock, to_micros
 from memlane.store.types import (
     NOT_PROVIDED,
+    ImportItem,
     IndexConfig,
     Item,
     NotProvided,
@@ -98,8 +100,10 @@ class SqliteStore(BaseStore):
         indexer: Indexer | None,
         writer: Writer,
         readers: Readers,
+        clock: Clock,
     ) -> None:
         self.path = path
+        self._clock = clock
         self.index_config = index_config
         self.ttl_config = ttl_config
         self._indexer = indexer
@@ -193,6 +197,7 @@ class SqliteStore(BaseStore):
                 indexer=indexer,
                 writer=writer,
                 readers=reader_pool,
+                clock=store_clock,
             )
             store._on_close.extend(conn.close for conn in opened)
             # Plain tasks, not a task group: an exception raised by the caller's code inside
@@ -273,6 +278,31 @@ class SqliteStore(BaseStore):
         self._check_async()
         op = prepare_get(namespace, key, refresh_ttl, self.ttl_config)
         return await self._readers.get(op.namespace, op.key, op.refresh_ttl)
+
+    async def aimport(self, items: Iterable[ImportItem]) -> None:
+        """Store items that keep their own timestamps and expiry (migrations, restores).
+
+        Checked like puts and written together, atomically, through the writer: values are
+        embedded with the store's index, an existing key is overwritten. Later ordinary
+        writes still get newer ``updated_at`` stamps than any imported one.
+        """
+        self._check_async()
+        now = self._clock.now()
+        puts: list[PreparedPut] = []
+        for item in items:
+            put = prepare_put(item.namespace, item.key, item.value, None, item.ttl_minutes, None)
+            created, updated = _aware_micros(item.created_at), _aware_micros(item.updated_at)
+            if item.expires_at is not None:
+                expires: float | None = _aware_micros(item.expires_at) / 1_000_000
+            elif item.ttl_minutes is not None:
+                expires = now + float(item.ttl_minutes) * 60
+            else:
+                expires = None
+            put.imported = (created, updated, expires)
+            puts.append(put)
+            self._clock.observe(updated)
+        if puts:
+            await self._writer.write(puts)
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         return self._sync_batch(list(ops), "abatch")
@@ -362,6 +392,12 @@ class SqliteStore(BaseStore):
     def get_hops(self) -> int:
         """How many reader thread hops gets have cost (a gauge of get coalescing)."""
         return self._readers.get_hops
+
+
+def _aware_micros(moment: datetime) -> int:
+    if not isinstance(moment, datetime) or moment.tzinfo is None:
+        raise ValueError(f"imported timestamps must be timezone-aware datetimes, got {moment!r}")
+    return to_micros(moment)
 
 
 def _check_path(path: str | os.PathLike[str]) -> Path:

@@ -117,6 +117,17 @@ ON CONFLICT (namespace, key) DO UPDATE SET
     ttl_minutes = excluded.ttl_minutes,
     expires_at = excluded.expires_at
 """
+# An imported item keeps the timestamps it brings, created_at included.
+_IMPORT = """
+INSERT INTO items (id, namespace, key, value, created_at, updated_at, ttl_minutes, expires_at)
+VALUES (?8, ?1, ?2, ?3, ?4, ?9, ?5, ?6)
+ON CONFLICT (namespace, key) DO UPDATE SET
+    value = excluded.value,
+    created_at = excluded.created_at,
+    updated_at = excluded.updated_at,
+    ttl_minutes = excluded.ttl_minutes,
+    expires_at = excluded.expires_at
+"""
 _DELETE = "DELETE FROM items WHERE namespace = ? AND key = ?"
 _DELETE_VECTORS = "DELETE FROM vectors WHERE item_id = ?"
 _ITEM_ID = "SELECT id FROM items WHERE namespace = ? AND key = ?"
@@ -460,6 +471,7 @@ def _write_entries(
     small); the item ids the vector index needs are looked up once per key.
     """
     rows: list[tuple[Any, ...]] = []
+    imported: list[tuple[Any, ...]] = []
     put_entries: list[_Entry] = []
     next_id = ids.start
     deletes: list[tuple[str, str]] = []
@@ -471,18 +483,27 @@ def _write_entries(
             continue
         ttl = put.ttl_minutes
         expires_at = now + ttl * 60 if ttl is not None else None
-        rows.append(
-            (namespace, put.key, put.encoded.decode(), stamp, ttl, expires_at, now, next_id)
-        )
+        row: tuple[Any, ...]
+        if put.imported is not None:
+            created, updated, expires_at = put.imported
+            row = (namespace, put.key, put.encoded.decode(), created, ttl, expires_at, now,
+                   next_id, updated)
+            imported.append(row)
+        else:
+            row = (namespace, put.key, put.encoded.decode(), stamp, ttl, expires_at, now, next_id)
+        rows.append(row)
         next_id += 1
         put_entries.append(entry)
+    stamped = [row for row in rows if len(row) == 8] if imported else rows
     if not indexed:
-        raw.executemany(_UPSERT, rows)
+        raw.executemany(_UPSERT, stamped)
+        raw.executemany(_IMPORT, imported)
         raw.executemany(_DELETE, deletes)
         return
     deleted_ids = [_item_id(raw, key) for key in deletes]
     raw.executemany(_DELETE, deletes)
-    raw.executemany(_UPSERT, rows)
+    raw.executemany(_UPSERT, stamped)
+    raw.executemany(_IMPORT, imported)
     put_ids = [_item_id(raw, (row[0], row[1])) for row in rows]
     stale = [(item_id,) for item_id in [*put_ids, *deleted_ids] if item_id is not None]
     raw.executemany(_DELETE_VECTORS, stale)
