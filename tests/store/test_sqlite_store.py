@@ -296,6 +296,34 @@ async def test_reopening_with_other_dims_is_refused(tmp_path: Path) -> None:
             pass
 
 
+async def test_reopening_many_multi_vector_items_restores_every_search(tmp_path: Path) -> None:
+    """The bulk loader: items with one or several vectors come back with the same scores."""
+    path = tmp_path / "bulk.db"
+    index = IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text", "tags[*]"])
+    words = ["apple", "banana", "cherry", "dog", "cat"]
+    async with SqliteStore.open(path, index=index) as store:
+        for i in range(300):
+            tags = [words[(i + j) % 5] for j in range(i % 3)]
+            await store.aput(("docs", str(i % 7)), f"k{i}", {"text": words[i % 5], "tags": tags})
+        await store.adelete(("docs", "0"), "k0")
+        before = [await store.asearch(("docs",), query=w, limit=20) for w in words]
+    async with SqliteStore.open(path, index=index) as store:
+        after = [await store.asearch(("docs",), query=w, limit=20) for w in words]
+    assert after == before
+    assert all(len(page) == 20 for page in after)
+
+
+async def test_a_damaged_vector_blob_is_named_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.db"
+    async with SqliteStore.open(path, index=INDEX) as store:
+        await store.aput(("ns",), "k", {"text": "apple"})
+    with sqlite3.connect(path) as raw:
+        raw.execute("UPDATE vectors SET embedding = x'00010203ff'")
+    with pytest.raises(ValueError, match=r"5 bytes.*damaged"):
+        async with SqliteStore.open(path, index=INDEX):
+            pass
+
+
 async def test_the_schema_records_its_migrations(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     async with SqliteStore.open(path):

@@ -141,6 +141,18 @@ def test_empty_index_and_edge_arguments() -> None:
     assert 2 not in index
 
 
+def test_candidates_without_vectors_give_an_empty_page() -> None:
+    """Items that were never embedded (or were removed) can be the whole candidate set."""
+    rng = np.random.default_rng(3)
+    index = VectorIndex(DIMS)
+    index.upsert([(i, unit(rng.normal(size=(1, DIMS)))) for i in range(100)])
+    index.remove([5])
+    q = unit(rng.normal(size=(1, DIMS)))[0]
+    assert index.search(q, 3, np.array([500, 501])) == []
+    assert index.search(q, 3, np.array([5])) == []
+    assert [item for item, _ in index.search(q, 3, np.array([5, 7]))] == [7]
+
+
 def test_k_larger_than_item_count_returns_every_item_once() -> None:
     rng = np.random.default_rng(1)
     items = {i: unit(rng.standard_normal((3, DIMS))) for i in range(5)}

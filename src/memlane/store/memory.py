@@ -4,10 +4,18 @@ Every call runs in three steps: check the ops (in the caller), embed outside any
 call for all the batch's texts), then read and apply under a short lock. Reads in a batch
 see the state from before its writes. Sync methods work in any thread, even one that runs
 an event loop, because nothing here needs a loop.
+
+Vector search (a batch of reads only, the usual ``asearch``): the candidates are collected
+under the lock, the FAISS search runs *outside* it (concurrent async searches coalesced
+into one batched call on worker threads), and the hits are turned into items under the
+lock again, dropping any that were deleted or changed meanwhile and asking for more if
+that left the page short. A namespace-prefix index makes "this user's namespace" touch
+only that namespace's records, however many namespaces the store holds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -18,7 +26,7 @@ import orjson
 
 from memlane.store.base import BaseStore
 from memlane.store.indexing import Indexer, PutVectors
-from memlane.store.namespaces import list_matching_namespaces, matches_prefix
+from memlane.store.namespaces import list_matching_namespaces
 from memlane.store.ops import (
     PreparedGet,
     PreparedList,
@@ -37,9 +45,11 @@ from memlane.store.types import (
     StoreClosedError,
     TTLConfig,
 )
-from memlane.vectors import EmbeddingError, VectorIndex
+from memlane.vectors import EmbeddingError, SearchCoalescer, VectorIndex
 
 __all__ = ["InMemoryStore"]
+
+_Hits = list[tuple[int, float]]
 
 
 @dataclass(slots=True)
@@ -87,6 +97,17 @@ class _Plan:
     query_rows: dict[int, str] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class _VectorJob:
+    """A query search between its locked phases: candidates in, hits out."""
+
+    row: int
+    op: PreparedSearch
+    query: np.ndarray
+    candidates: np.ndarray | None
+    k: int
+
+
 class InMemoryStore(BaseStore):
     """A store in process memory; see CONTRACT.md section 2 for its rules.
 
@@ -105,10 +126,19 @@ class InMemoryStore(BaseStore):
         self.index_config = IndexConfig.coerce(index)
         self.ttl_config = TTLConfig.coerce(ttl)
         self._indexer = Indexer(self.index_config) if self.index_config else None
-        self._vectors = VectorIndex(self.index_config.dims) if self.index_config else None
+        self._vectors = (
+            VectorIndex(self.index_config.dims, ann=self.index_config.ann)
+            if self.index_config
+            else None
+        )
         self._clock = Clock(clock)
         self._lock = threading.RLock()
         self._namespaces: dict[tuple[str, ...], dict[str, _Record]] = {}
+        # every prefix of every namespace -> the namespaces under it (scoped searches)
+        self._under: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
+        self._coalescer = SearchCoalescer(self._vectors) if self._vectors is not None else None
+        self._index_puts: dict[int, np.ndarray] = {}  # index changes of the running batch
+        self._index_drops: list[int] = []
         self._by_id: dict[int, _Record] = {}
         self._next_id = 0
         self._expiring = 0  # how many records carry an expiry: 0 allows whole-store fast paths
@@ -133,6 +163,12 @@ class InMemoryStore(BaseStore):
                 queries[row] = self._indexer.embedder.embed_query(text)
         else:
             outcomes = []
+        if queries and not plan.writes:
+            results, jobs = self._start_reads(plan, queries)
+            while jobs:
+                hits = [self._vectors_search(job) for job in jobs]
+                jobs = self._finish_reads(results, jobs, hits)
+            return results
         return self._execute(plan, outcomes, queries)
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
@@ -148,6 +184,15 @@ class InMemoryStore(BaseStore):
                 queries[row] = await self._indexer.embedder.aembed_query(text)
         else:
             outcomes = []
+        if queries and not plan.writes:
+            results, jobs = self._start_reads(plan, queries)
+            while jobs:
+                assert self._coalescer is not None
+                hits = await asyncio.gather(
+                    *(self._coalescer.search(job.query, job.k, job.candidates) for job in jobs)
+                )
+                jobs = self._finish_reads(results, jobs, list(hits))
+            return results
         return self._execute(plan, outcomes, queries)
 
     # ---- planning and execution ----------------------------------------------------------
@@ -190,9 +235,12 @@ class InMemoryStore(BaseStore):
                     results.append(self._list(op, now))
                 else:
                     results.append(None)
-            for index, put in enumerate(plan.writes):
-                vectors = outcomes[index].vectors if outcomes else None
-                self._apply(put, plan.values[index], vectors, now)
+            try:
+                for index, put in enumerate(plan.writes):
+                    vectors = outcomes[index].vectors if outcomes else None
+                    self._apply(put, plan.values[index], vectors, now)
+            finally:
+                self._flush_index()
             return results
 
     def _apply(
@@ -219,6 +267,7 @@ class InMemoryStore(BaseStore):
             self._next_id += 1
             if bucket is None:
                 bucket = self._namespaces[put.namespace] = {}
+                self._index_namespace(put.namespace)
             bucket[put.key] = record
             self._by_id[record.item_id] = record
         else:
@@ -229,19 +278,45 @@ class InMemoryStore(BaseStore):
         self._expiring += expires_at is not None
         if self._vectors is not None:
             if vectors is not None and len(vectors):
-                self._vectors.upsert([(record.item_id, vectors)])
+                self._index_puts[record.item_id] = vectors
             elif old is not None:
-                self._vectors.remove([record.item_id])
+                self._index_puts.pop(record.item_id, None)
+                self._index_drops.append(record.item_id)
 
     def _drop(self, record: _Record) -> None:
         bucket = self._namespaces[record.namespace]
         del bucket[record.key]
         if not bucket:
             del self._namespaces[record.namespace]
+            self._unindex_namespace(record.namespace)
         del self._by_id[record.item_id]
         self._expiring -= record.expires_at is not None
         if self._vectors is not None:
-            self._vectors.remove([record.item_id])
+            self._index_puts.pop(record.item_id, None)
+            self._index_drops.append(record.item_id)
+
+    def _flush_index(self) -> None:
+        """Apply the batch's vector changes in two index calls (lock held)."""
+        if self._vectors is None:
+            return
+        drops, puts = self._index_drops, self._index_puts
+        self._index_drops, self._index_puts = [], {}
+        if drops:
+            self._vectors.remove(drops)
+        if puts:
+            self._vectors.upsert(list(puts.items()))
+
+    def _index_namespace(self, namespace: tuple[str, ...]) -> None:
+        for depth in range(1, len(namespace) + 1):
+            self._under.setdefault(namespace[:depth], set()).add(namespace)
+
+    def _unindex_namespace(self, namespace: tuple[str, ...]) -> None:
+        for depth in range(1, len(namespace) + 1):
+            prefix = namespace[:depth]
+            names = self._under[prefix]
+            names.discard(namespace)
+            if not names:
+                del self._under[prefix]
 
     def _refresh(self, record: _Record, now: float) -> None:
         if record.ttl_minutes is not None:
@@ -258,14 +333,22 @@ class InMemoryStore(BaseStore):
             self._refresh(record, now)
         return record.to_item()
 
+    def _buckets(self, prefix: tuple[str, ...]) -> Iterable[dict[str, _Record]]:
+        """The buckets of the namespaces under ``prefix``: only those are touched."""
+        if not prefix:
+            return self._namespaces.values()
+        names = self._under.get(prefix, ())
+        return [self._namespaces[name] for name in names]
+
     def _candidates(self, op: PreparedSearch, now: float) -> list[_Record]:
-        prefix = op.namespace_prefix
         found: list[_Record] = []
-        for namespace, bucket in self._namespaces.items():
-            if not matches_prefix(namespace, prefix):
+        check = None if op.filter.is_empty else op.filter.matches
+        for bucket in self._buckets(op.namespace_prefix):
+            if check is None and self._expiring == 0:
+                found.extend(bucket.values())
                 continue
             for record in bucket.values():
-                if record.live(now) and (op.filter.is_empty or op.filter.matches(record.value)):
+                if record.live(now) and (check is None or check(record.value)):
                     found.append(record)
         return found
 
@@ -287,17 +370,86 @@ class InMemoryStore(BaseStore):
     def _vector_hits(
         self, op: PreparedSearch, query: np.ndarray, now: float
     ) -> list[tuple[_Record, float | None]]:
+        """A query search done wholly under the lock (a batch that also writes)."""
         assert self._vectors is not None
-        whole_store = not op.namespace_prefix and op.filter.is_empty and self._expiring == 0
-        candidates = None
-        if not whole_store:
-            ids = [record.item_id for record in self._candidates(op, now)]
-            candidates = np.fromiter(ids, dtype=np.int64, count=len(ids))
         wanted = op.offset + op.limit
         if wanted == 0:
             return []
-        scored = self._vectors.search(query, wanted, candidates)
+        scored = self._vectors.search(query, wanted, self._vector_candidates(op, now))
         return [(self._by_id[item_id], score) for item_id, score in scored[op.offset :]]
+
+    def _vector_candidates(self, op: PreparedSearch, now: float) -> np.ndarray | None:
+        """Candidate item ids for a query search, or ``None`` for the whole store."""
+        if not op.namespace_prefix and op.filter.is_empty and self._expiring == 0:
+            return None
+        ids = [record.item_id for record in self._candidates(op, now)]
+        return np.fromiter(ids, dtype=np.int64, count=len(ids))
+
+    # ---- reads outside the lock ------------------------------------------------------------
+
+    def _start_reads(
+        self, plan: _Plan, queries: dict[int, np.ndarray]
+    ) -> tuple[list[Result], list[_VectorJob]]:
+        """Phase one of a read-only batch (under the lock): every result that needs no
+        vector search, and the candidates of those that do."""
+        with self._lock:
+            self._check_open()
+            now = self._clock.now()
+            results: list[Result] = []
+            jobs: list[_VectorJob] = []
+            for row, op in enumerate(plan.ops):
+                if isinstance(op, PreparedGet):
+                    results.append(self._get(op, now))
+                elif isinstance(op, PreparedSearch) and row in queries:
+                    results.append([])
+                    wanted = op.offset + op.limit
+                    if wanted:
+                        cands = self._vector_candidates(op, now)
+                        jobs.append(_VectorJob(row, op, queries[row], cands, wanted))
+                elif isinstance(op, PreparedSearch):
+                    results.append(self._search(op, None, now))
+                elif isinstance(op, PreparedList):
+                    results.append(self._list(op, now))
+                else:  # pragma: no cover - a read-only plan holds no puts
+                    results.append(None)
+            return results, jobs
+
+    def _vectors_search(self, job: _VectorJob) -> _Hits:
+        assert self._vectors is not None
+        return self._vectors.search(job.query, job.k, job.candidates)
+
+    def _finish_reads(
+        self, results: list[Result], jobs: list[_VectorJob], hits: list[_Hits]
+    ) -> list[_VectorJob]:
+        """Phase three (under the lock): hits become items. A hit deleted, expired or
+        changed out of the filter since phase one is dropped; a page left short by that is
+        searched again with a larger ``k`` (the jobs returned)."""
+        again: list[_VectorJob] = []
+        with self._lock:
+            self._check_open()
+            now = self._clock.now()
+            for job, found in zip(jobs, hits, strict=True):
+                op = job.op
+                kept: list[tuple[_Record, float]] = []
+                for item_id, score in found:
+                    record = self._by_id.get(item_id)
+                    if record is None or not record.live(now):
+                        continue
+                    if record.namespace[: len(op.namespace_prefix)] != op.namespace_prefix:
+                        continue  # pragma: no cover - ids are never reused
+                    if not op.filter.is_empty and not op.filter.matches(record.value):
+                        continue
+                    kept.append((record, score))
+                if len(kept) < job.k and len(found) == job.k:
+                    job.k *= 2
+                    again.append(job)
+                    continue
+                page = kept[op.offset : op.offset + op.limit]
+                if op.refresh_ttl:
+                    for record, _ in page:
+                        self._refresh(record, now)
+                results[job.row] = [record.to_search_item(score) for record, score in page]
+        return again
 
     def _list(self, op: PreparedList, now: float) -> list[tuple[str, ...]]:
         live = (
@@ -317,8 +469,11 @@ class InMemoryStore(BaseStore):
                 return 0
             now = self._clock.now()
             expired = [record for record in self._by_id.values() if not record.live(now)]
-            for record in expired:
-                self._drop(record)
+            try:
+                for record in expired:
+                    self._drop(record)
+            finally:
+                self._flush_index()
             return len(expired)
 
     async def asweep_expired(self) -> int:

@@ -268,8 +268,12 @@ class IndexConfig:
             if not isinstance(path, str) or not path:
                 raise ValueError(f"IndexConfig.fields holds an invalid path {path!r}")
         object.__setattr__(self, "fields", tuple(fields))
-        if self.ann is not None and not isinstance(self.ann, dict):
-            raise ValueError(f"IndexConfig.ann must be a dict or None, got {self.ann!r}")
+        if self.ann is not None:
+            if not isinstance(self.ann, dict):
+                raise ValueError(f"IndexConfig.ann must be a dict or None, got {self.ann!r}")
+            from memlane.vectors.ann import AnnConfig  # store uses vectors, never the reverse
+
+            AnnConfig.parse(self.ann)  # a ValueError naming the bad key or value
 
     @classmethod
     def coerce(cls, config: IndexConfig | dict[str, Any] | None) -> IndexConfig | None:

@@ -1,8 +1,15 @@
 """The read path: a small pool of WAL reader connections; reads never touch the writer.
 
 Gets that arrive together are answered together: they queue up, and one task per free
-connection takes the whole queue in a single thread hop. A lone get goes at once. A search
-runs its SQL, its vector search and its row fetch in one hop on one connection.
+connection takes the whole queue in a single thread hop. A lone get goes at once.
+
+A query search never holds a connection while FAISS runs. A search over the whole store
+goes straight to the search coalescer (concurrent searches share one batched FAISS call
+on worker threads), then fetches its rows in one hop. A scoped or filtered search runs its
+candidate SQL first; when the candidates are few (one user's namespace) the vector search
+and the row fetch happen in that same hop, otherwise the ids go to the coalescer and the
+rows come in a second hop. Hits whose rows vanished meanwhile (a delete committing, an
+expiry) are replaced by asking the index for more, so pages stay exact and full.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import asyncio
 import sqlite3
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import numpy as np
@@ -30,18 +37,19 @@ from memlane.store.sqlite.codec import (
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.timestamps import Clock
 from memlane.store.types import Item, SearchItem
-from memlane.vectors import VectorIndex
+from memlane.vectors import SearchCoalescer, VectorIndex
 
 __all__ = ["Readers"]
 
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _GET = f"SELECT {ITEM_COLUMNS} FROM items WHERE namespace = ? AND key = ? AND {_LIVE}"
-_ANY_EXPIRED = "SELECT 1 FROM items WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT 1"
 _ID_CHUNK = 500
 _KEY_CHUNK = 100  # arms per compound lookup; 300 parameters stays far below SQLite's limit
 _GET_BATCH = 256  # gets per hop; measured: larger hops win, the work is GIL-bound
 
 _PendingGet = tuple[str, str, bool, "asyncio.Future[Item | None]"]
+_Found = tuple[SearchItem, int, bool]  # the item, its id, whether it carries an expiry
+_T = TypeVar("_T")
 
 
 class Readers:
@@ -61,6 +69,7 @@ class Readers:
         self._pending: list[_PendingGet] = []
         self._flushers: set[asyncio.Task[None]] = set()
         self._vectors = vectors
+        self._coalescer = SearchCoalescer(vectors) if vectors is not None else None
         self._clock = clock
         self._touch = touch
         self.get_hops = 0  # thread hops spent on gets (tests check the coalescing)
@@ -160,23 +169,64 @@ class Readers:
         if not is_storable(op.namespace_prefix):
             return []
         now = self._clock.now()
-        vectors = self._vectors if query is not None else None
-
-        def run(raw: sqlite3.Connection) -> list[tuple[SearchItem, int, bool]]:
-            if vectors is None or query is None:
-                return _filter_search(raw, op, now)
-            return _vector_search(raw, vectors, op, query, now)
-
-        conn = await self._acquire()
-        try:
-            found = await run_on_connection_thread(conn, run)
-        finally:
-            self._release(conn)
+        if self._coalescer is None or query is None:
+            found = await self._on_reader(lambda raw: _filter_search(raw, op, now))
+        else:
+            found = await self._vector_search(op, query, now)
         if op.refresh_ttl:
             touched = [item_id for _, item_id, expiring in found if expiring]
             if touched:
                 self._touch(touched, now)
         return [item for item, _, _ in found]
+
+    async def _on_reader(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        conn = await self._acquire()
+        try:
+            return await run_on_connection_thread(conn, fn)
+        finally:
+            self._release(conn)
+
+    async def _vector_search(
+        self, op: PreparedSearch, query: np.ndarray, now: float
+    ) -> list[_Found]:
+        """Exact top ``offset + limit`` among the live items the scope and filter allow."""
+        coalescer = self._coalescer
+        assert coalescer is not None
+        wanted = op.offset + op.limit
+        if wanted == 0:
+            return []
+        index = coalescer.index
+        candidates: np.ndarray | None = None
+        if op.namespace_prefix or not op.filter.is_empty:
+
+            def scoped(raw: sqlite3.Connection) -> list[_Found] | np.ndarray:
+                ids = _candidate_ids(raw, op, now)
+                if index.search_cost(ids) > coalescer.inline_rows:
+                    return ids  # too many to score here: the coalescer's threads will
+                return _ranked_rows(raw, index, op, query, ids, now)
+
+            result = await self._on_reader(scoped)
+            if isinstance(result, list):
+                return result
+            candidates = result
+        k = wanted
+        while True:
+            hits = await coalescer.search(query, k, candidates)
+            ids = [item_id for item_id, _ in hits]
+
+            def fetch(raw: sqlite3.Connection, ids: list[int] = ids) -> dict[int, Any]:
+                return _rows_by_id(raw, ids, now)
+
+            rows = await self._on_reader(fetch)
+            kept = [(rows[item_id], score) for item_id, score in hits if item_id in rows]
+            # An id can vanish between the index and the table while its delete commits,
+            # or by expiring: ask the index for more so the page stays full.
+            if len(kept) >= wanted or len(hits) < k:
+                return _page(kept, op)
+            if candidates is None and k >= 4 * wanted:
+                # many expired but unswept items: let SQL name the live ones instead
+                candidates = await self._on_reader(lambda raw: _candidate_ids(raw, op, now))
+            k *= 2
 
     async def list_namespaces(self, op: PreparedList) -> list[tuple[str, ...]]:
         now = self._clock.now()
@@ -201,9 +251,7 @@ def _where(op: PreparedSearch, now: float) -> tuple[str, list[Any]]:
     return f"{scope} AND {_LIVE} AND {filter_sql}", [*params, now, *filter_params]
 
 
-def _filter_search(
-    raw: sqlite3.Connection, op: PreparedSearch, now: float
-) -> list[tuple[SearchItem, int, bool]]:
+def _filter_search(raw: sqlite3.Connection, op: PreparedSearch, now: float) -> list[_Found]:
     where, params = _where(op, now)
     sql = (
         f"SELECT {ITEM_COLUMNS} FROM items WHERE {where} "
@@ -213,42 +261,39 @@ def _filter_search(
     return [(row_to_search_item(row, None), row[0], row[6] is not None) for row in rows]
 
 
-def _vector_search(
+def _candidate_ids(raw: sqlite3.Connection, op: PreparedSearch, now: float) -> np.ndarray:
+    """Ids of the live items the scope and filter allow."""
+    where, params = _where(op, now)
+    ids = [row[0] for row in raw.execute(f"SELECT id FROM items WHERE {where}", params)]
+    return np.asarray(ids, dtype=np.int64)
+
+
+def _ranked_rows(
     raw: sqlite3.Connection,
     vectors: VectorIndex,
     op: PreparedSearch,
     query: np.ndarray,
+    candidates: np.ndarray,
     now: float,
-) -> list[tuple[SearchItem, int, bool]]:
-    """Exact top ``offset + limit`` among the live items the scope and filter allow."""
+) -> list[_Found]:
+    """Search few candidates and fetch their rows, all on this reader's thread."""
     wanted = op.offset + op.limit
-    if wanted == 0:
+    if not len(candidates):
         return []
-    whole_store = (
-        not op.namespace_prefix
-        and op.filter.is_empty
-        and raw.execute(_ANY_EXPIRED, (now,)).fetchone() is None
-    )
-    candidates = None
-    if not whole_store:
-        where, params = _where(op, now)
-        ids = [row[0] for row in raw.execute(f"SELECT id FROM items WHERE {where}", params)]
-        if not ids:
-            return []
-        candidates = np.asarray(ids, dtype=np.int64)
     k = wanted
     while True:
         hits = vectors.search(query, k, candidates)
         rows = _rows_by_id(raw, [item_id for item_id, _ in hits], now)
         kept = [(rows[item_id], score) for item_id, score in hits if item_id in rows]
-        # An id can vanish between the index and the table only while its delete commits;
-        # then ask the index for more so the page stays full.
         if len(kept) >= wanted or len(hits) < k:
-            break
+            return _page(kept, op)
         k *= 2
+
+
+def _page(kept: list[tuple[tuple[Any, ...], float]], op: PreparedSearch) -> list[_Found]:
     return [
         (row_to_search_item(row, score), row[0], row[6] is not None)
-        for row, score in kept[op.offset : wanted]
+        for row, score in kept[op.offset : op.offset + op.limit]
     ]
 
 

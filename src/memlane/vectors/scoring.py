@@ -1,0 +1,40 @@
+"""Exact scoring helpers shared by every search path (flat, filtered, batched, approximate).
+
+Canonical scores are float64 dot products rounded once to float32, so every path reports
+the same numbers as a float64 numpy reference; ties are broken by the smaller item id.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["best_per_item", "canonical", "top"]
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+
+def canonical(block: F32, q: F32) -> F32:
+    """Canonical scores of the rows of ``block`` against one query."""
+    return (block.astype(np.float64) @ q.astype(np.float64)).astype(np.float32)
+
+
+def top(items: I64, scores: F32, k: int) -> list[tuple[int, float]]:
+    """The k best (item, score), best first, ties by smaller item id."""
+    if len(items) > k:
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        keep = scores >= kth  # keeps every tie with the k-th score
+        items, scores = items[keep], scores[keep]
+    order = np.lexsort((items, -scores))[:k]
+    return list(zip(items[order].tolist(), scores[order].astype(np.float64).tolist(), strict=True))
+
+
+def best_per_item(owners: I64, scores: F32) -> tuple[I64, F32]:
+    """Group row scores by owner and keep each owner's maximum."""
+    if len(owners) == 0:
+        return owners, scores
+    order = np.argsort(owners, kind="stable")
+    owners, scores = owners[order], scores[order]
+    firsts = np.flatnonzero(np.concatenate(([True], owners[1:] != owners[:-1])))
+    return owners[firsts], np.maximum.reduceat(scores, firsts)

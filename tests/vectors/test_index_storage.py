@@ -1,0 +1,131 @@
+"""The chunked, versioned storage under VectorIndex: random write sequences (with tiny
+chunks, compactions and bulk loads) stay exact against a numpy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.vectors.test_vector_index import DIMS, reference, unit
+
+from memlane.vectors import VectorIndex
+from memlane.vectors.directory import Directory
+
+
+def check_against(
+    index: VectorIndex, items: dict[int, np.ndarray], rng: np.random.Generator
+) -> None:
+    live = {i: v for i, v in items.items() if len(v)}
+    assert index.item_count == len(live)
+    assert index.vector_count == sum(len(v) for v in live.values())
+    q = unit(rng.standard_normal((1, DIMS)))[0]
+    k = int(rng.integers(1, 40))
+    assert index.search(q, k) == reference(items, q, k)
+    cand = rng.choice(400, size=int(rng.integers(0, 400)), replace=False)
+    assert index.search(q, k, cand) == reference(items, q, k, cand)
+    assert index.search_batch(np.stack([q, q]), k) == [reference(items, q, k)] * 2
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), chunk_rows=st.sampled_from([1, 3, 16, 64]))
+def test_random_writes_compactions_and_loads_stay_exact(seed: int, chunk_rows: int) -> None:
+    rng = np.random.default_rng(seed)
+    index = VectorIndex(DIMS, chunk_rows=chunk_rows, background=False)
+    items: dict[int, np.ndarray] = {}
+    for step in range(80):
+        op = rng.integers(0, 5)
+        if op <= 1:
+            updates = [
+                (int(rng.integers(0, 300)), unit(rng.standard_normal((int(k), DIMS))))
+                for k in rng.integers(0, 4, size=int(rng.integers(1, 8)))
+            ]
+            index.upsert(updates)
+            items.update(updates)
+        elif op == 2:
+            gone = rng.integers(0, 300, size=4).tolist()
+            index.remove(gone)
+            for item_id in gone:
+                items.pop(item_id, None)
+        elif op == 3:
+            index.compact()
+        else:
+            fresh = [i for i in range(300, 400) if i not in items][: int(rng.integers(0, 20))]
+            counts = rng.integers(0, 4, size=len(fresh))
+            vectors = unit(rng.standard_normal((int(counts.sum()), DIMS)))
+            index.load(np.asarray(fresh, dtype=np.int64), counts, vectors)
+            blocks = np.split(vectors, np.cumsum(counts)[:-1]) if len(fresh) else []
+            items.update(zip(fresh, blocks, strict=True))
+        if step % 10 == 0:
+            check_against(index, items, rng)
+    check_against(index, items, rng)
+    for item_id, vecs in items.items():
+        assert np.array_equal(index.vectors_of(item_id), vecs.reshape(-1, DIMS))
+
+
+def test_compaction_reclaims_dead_rows_and_keeps_results() -> None:
+    rng = np.random.default_rng(1)
+    index = VectorIndex(DIMS, chunk_rows=100, background=False)
+    items = {i: unit(rng.standard_normal((1, DIMS))) for i in range(1000)}
+    index.upsert(list(items.items()))
+    index.remove(range(0, 1000, 3))
+    for i in range(1, 1000, 3):
+        items[i] = unit(rng.standard_normal((2, DIMS)))
+        index.upsert([(i, items[i])])
+    for i in range(0, 1000, 3):
+        del items[i]
+    rows_before = index.stats()["rows"]
+    reclaimed = index.compact()
+    assert reclaimed > 0 and index.stats()["rows"] == rows_before - reclaimed
+    check_against(index, items, rng)
+
+
+def test_background_compaction_runs_on_its_own() -> None:
+    rng = np.random.default_rng(2)
+    index = VectorIndex(DIMS, chunk_rows=64)
+    items = {i: unit(rng.standard_normal((1, DIMS))) for i in range(2000)}
+    index.upsert(list(items.items()))
+    for _ in range(3):  # overwrite everything: old chunks become all dead
+        for start in range(0, 2000, 100):
+            batch = [(i, unit(rng.standard_normal((1, DIMS)))) for i in range(start, start + 100)]
+            index.upsert(batch)
+            items.update(batch)
+    while index._compacting:  # the thread finishes by itself; join it through its flag
+        index.compact()
+    index.compact()
+    assert index.compactions >= 1
+    assert index.stats()["rows"] < 2 * len(items)
+    check_against(index, items, rng)
+
+
+def test_load_validates_and_replaces() -> None:
+    index = VectorIndex(DIMS)
+    vecs = unit(np.random.default_rng(3).standard_normal((5, DIMS)))
+    with pytest.raises(ValueError, match="shape"):
+        index.load(np.arange(2), np.array([2, 2]), vecs)
+    with pytest.raises(ValueError, match="unique"):
+        index.load(np.array([1, 1]), np.array([2, 3]), vecs)
+    with pytest.raises(ValueError, match="NaN"):
+        bad = vecs.copy()
+        bad[1, 1] = np.nan
+        index.load(np.arange(2), np.array([2, 3]), bad)
+    index.load(np.array([4, 9]), np.array([2, 3]), vecs)
+    index.load(np.array([9]), np.array([1]), vecs[:1])  # replaces item 9
+    assert index.item_count == 2 and index.vector_count == 3
+    assert np.array_equal(index.vectors_of(9), vecs[:1])
+
+
+def test_directory_mixes_bulk_arrays_and_a_dict() -> None:
+    directory = Directory()
+    directory.load(np.array([10, 30, 20], dtype=np.int64), np.array([1, 3, 2], dtype=np.int64))
+    directory.set_many(np.array([30, 40], dtype=np.int64), np.array([33, 44], dtype=np.int64))
+    directory.drop_many(np.array([10, 99], dtype=np.int64))
+    ids = np.array([10, 20, 30, 40, 50], dtype=np.int64)
+    assert directory.get_many(ids).tolist() == [-1, 2, 33, 44, -1]
+    assert len(directory) == 3 and 40 in directory and 10 not in directory
+    directory.set_many(np.array([10], dtype=np.int64), np.array([7], dtype=np.int64))
+    assert directory.get(10) == 7 and len(directory) == 4
+    ids, starts = directory.items()
+    assert sorted(zip(ids.tolist(), starts.tolist(), strict=True)) == [
+        (10, 7), (20, 2), (30, 33), (40, 44)
+    ]
