@@ -126,30 +126,49 @@ async def test_searches_racing_puts_and_deletes_stay_consistent(
     deleted: set[str] = set()
     versions: dict[str, set[str]] = {f"k{i}": {f"text-{i}"} for i in range(N_ITEMS)}
     finished = anyio.Event()
+    failed = anyio.Event()  # a searcher raised: writers must not wait for it
+    progress = [anyio.Event()]  # set (and replaced) after every search, and on failure
     searches = 0
+
+    async def keep_pace_with_searchers(i: int) -> None:
+        """Writers wait (by condition, not time) so that searches truly interleave."""
+        while searches < i // 10 and not failed.is_set():
+            await progress[0].wait()
 
     async def deleter() -> None:
         for i in range(0, 600, 2):
+            await keep_pace_with_searchers(i)
             namespace, key, _ = item(i)
             await store.adelete(namespace, key)
             deleted.add(key)
 
     async def rewriter() -> None:
         for i in range(1, 600, 2):
+            await keep_pace_with_searchers(i)
             namespace, key, value = item(i)
             new_text = f"text-{(i * 7919) % N_ITEMS}"
             versions[key].add(new_text)
             await store.aput(namespace, key, {**value, "text": new_text})
 
     async def searcher(seed: int) -> None:
-        nonlocal searches
         rng = np.random.default_rng(seed)
+        try:
+            await search_until_finished(rng)
+        except BaseException:
+            failed.set()
+            progress[0].set()
+            raise
+
+    async def search_until_finished(rng: np.random.Generator) -> None:
+        nonlocal searches
         while not finished.is_set():
             gone = set(deleted)
             query = QUERIES[int(rng.integers(len(QUERIES)))]
             prefix = PREFIXES[int(rng.integers(len(PREFIXES)))]
             results = await store.asearch(prefix, query=query, limit=15)
             searches += 1
+            progress[0].set()
+            progress[0] = anyio.Event()
             keys = [r.key for r in results]
             assert len(keys) == len(set(keys))
             assert gone.isdisjoint(keys), gone.intersection(keys)
@@ -167,7 +186,7 @@ async def test_searches_racing_puts_and_deletes_stay_consistent(
             writers.start_soon(deleter)
             writers.start_soon(rewriter)
         finished.set()
-    assert searches > 50
+    assert searches >= 59
     for i in range(0, 600, 2):
         namespace, key, _ = item(i)
         assert await store.aget(namespace, key) is None

@@ -24,6 +24,8 @@ import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
 
+from memlane.vectors.offload import QuickCallGate
+
 __all__ = ["EmbeddedTexts", "Embedder", "EmbeddingError", "HashingEmbeddings"]
 
 T = TypeVar("T")
@@ -166,8 +168,9 @@ class Embedder:
     ``embed`` may be a sync callable ``texts -> list[list[float]]`` (or an array), an async
     callable (or one that returns an awaitable), an object with ``embed_documents`` /
     ``embed_query`` (and optionally ``aembed_documents`` / ``aembed_query``), or a
-    ``HashingEmbeddings``. Sync user code never runs on the event loop: the async path
-    moves it to a worker thread. ``HashingEmbeddings`` runs inline for small inputs.
+    ``HashingEmbeddings``. The async path runs sync user code in a worker thread until
+    it has proven quick (a cache, a lookup), then inline: see ``offload.py``.
+    ``HashingEmbeddings`` runs inline for small inputs.
     """
 
     def __init__(self, embed: Any, dims: int) -> None:
@@ -201,6 +204,8 @@ class Embedder:
             self._fn_is_async = _is_async_callable(embed)
         # Set once a sync-looking callable is seen to return an awaitable.
         self._fn_returns_awaitable = False
+        self._docs_gate = QuickCallGate()  # batches and queries cost differently
+        self._query_gate = QuickCallGate()
 
     def __repr__(self) -> str:
         return f"Embedder({self._embed!r}, dims={self.dims})"
@@ -225,7 +230,9 @@ class Embedder:
 
     async def aembed_texts(self, texts: Sequence[str]) -> EmbeddedTexts:
         """Embed a batch without blocking the event loop."""
-        texts = list(texts)
+        return await self._aembed(list(texts), self._docs_gate)
+
+    async def _aembed(self, texts: list[str], gate: QuickCallGate) -> EmbeddedTexts:
         if not texts:
             return self._empty()
         if self._hashing is not None:
@@ -233,9 +240,9 @@ class Embedder:
         if self._adocs is not None:
             raw = await self._adocs(texts)
         elif self._docs is not None:
-            raw = await anyio.to_thread.run_sync(self._docs, texts)
+            raw = await gate.run(self._docs, texts)
         else:
-            raw = await self._call_fn_async(texts)
+            raw = await self._call_fn_async(texts, gate)
         return _to_matrix(raw, len(texts), self.dims)
 
     # -- queries --------------------------------------------------------------------
@@ -258,8 +265,8 @@ class Embedder:
         if self._aquery is not None:
             return self._check_query(await self._aquery(text))
         if self._query is not None:
-            return self._check_query(await anyio.to_thread.run_sync(self._query, text))
-        return self._query_row(await self.aembed_texts([text]))
+            return self._check_query(await self._query_gate.run(self._query, text))
+        return self._query_row(await self._aembed([text], self._query_gate))
 
     # -- helpers --------------------------------------------------------------------
 
@@ -283,13 +290,13 @@ class Embedder:
             return _run_coroutine_blocking(lambda: raw)
         return raw
 
-    async def _call_fn_async(self, texts: list[str]) -> Any:
+    async def _call_fn_async(self, texts: list[str], gate: QuickCallGate) -> Any:
         fn = self._fn
         assert fn is not None
         if self._fn_is_async or self._fn_returns_awaitable:
             raw = fn(texts)
         else:
-            raw = await anyio.to_thread.run_sync(fn, texts)
+            raw = await gate.run(fn, texts)
         if inspect.isawaitable(raw):
             self._fn_returns_awaitable = True
             raw = await raw

@@ -600,25 +600,31 @@ class VectorIndex:
         if candidates is None:
             snap = self._snap
             return self._faiss_top(snap, q, k, None, snap.rows)[0]
-        snap, rows = self._rows_of(candidates)
+        snap, rows, single = self._rows_of(candidates)
         if len(rows) == 0:
             return []
         if len(rows) <= NUMPY_MAX_ROWS:
             groups = _groups(rows)
             owners = _gather(snap, rows, "owner", groups)
-            vecs = _gather_vecs(snap, rows, groups)
-            return top(*best_per_item(owners, canonical(vecs, q[0])), k)
+            scores = canonical(_gather_vecs(snap, rows, groups), q[0])
+            if single:  # one row per item: no max-pooling needed
+                return top(owners, scores, k)
+            return top(*best_per_item(owners, scores), k)
         return self._faiss_top(snap, q, k, _by_slot(rows), len(rows))[0]
 
-    def _rows_of(self, candidates: np.ndarray) -> tuple[Snapshot, I64]:
-        """A snapshot and the rows (global) of the candidate items live in it."""
+    def _rows_of(self, candidates: np.ndarray) -> tuple[Snapshot, I64, bool]:
+        """A snapshot, the rows (global) of the candidate items live in it, and whether
+        each of those items has exactly one row (known only on the lookup path)."""
         cand = np.asarray(candidates, dtype=np.int64).ravel()
         if len(cand) * _LOOKUP_RATIO <= self._snap.rows:
             unique = np.unique(cand)  # a repeated id must not repeat its rows
             with self._mutex:
                 snap, starts = self._snap, self._where.get_many(unique)
             starts = starts[starts >= 0]
-            return snap, block_rows(starts, _gather(snap, starts, "count"))
+            counts = _gather(snap, starts, "count")
+            if (counts == 1).all():
+                return snap, starts, True
+            return snap, block_rows(starts, counts), False
         snap = self._snap
         parts = []
         for slot, chunk in enumerate(snap.chunks):
@@ -627,7 +633,7 @@ class VectorIndex:
                 continue
             keep = np.isin(chunk.owner[:n], cand) & (chunk.died[:n] > snap.version)
             parts.append((slot << SHIFT) | np.flatnonzero(keep))
-        return snap, np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        return snap, np.concatenate(parts) if parts else np.empty(0, dtype=np.int64), False
 
     def _faiss_top(
         self,
