@@ -233,3 +233,23 @@ async def test_the_approximate_index_never_returns_deleted_items() -> None:
 def _delete(i: int) -> PutOp:
     namespace, key, _ = item(i)
     return PutOp(namespace, key, None)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("outside", [("users-x",), ("usersz", "a"), ("a",), ("user",)])
+async def test_a_prefix_over_almost_every_item_still_excludes_the_rest(
+    make_store: StoreFactory, outside: tuple[str, ...]
+) -> None:
+    """A prefix that covers the whole store searches it whole; one item beside it (even a
+    namespace that sorts right next to the prefix) turns that shortcut off."""
+    store = await make_store(index=INDEX)
+    await store.abatch([_put(i) for i in range(200)])
+    query = QUERIES[0]
+    everything = await store.asearch((), query=query, limit=10)
+    assert await store.asearch(("users",), query=query, limit=10) == everything
+    best = everything[0]
+    await store.aput(outside, "stranger", {"text": f"text-{best.key[1:]}"})
+    page = await store.asearch(("users",), query=query, limit=10)
+    assert page == everything, "the item outside the prefix is never returned"
+    assert (await store.asearch((), query=query, limit=10))[0].namespace in (outside,
+                                                                             best.namespace)

@@ -380,8 +380,11 @@ class InMemoryStore(BaseStore):
 
     def _vector_candidates(self, op: PreparedSearch, now: float) -> np.ndarray | None:
         """Candidate item ids for a query search, or ``None`` for the whole store."""
-        if not op.namespace_prefix and op.filter.is_empty and self._expiring == 0:
-            return None
+        if op.filter.is_empty and self._expiring == 0:
+            if not op.namespace_prefix:
+                return None
+            if sum(map(len, self._buckets(op.namespace_prefix))) == len(self._by_id):
+                return None  # the prefix covers every item: search them all, no ids
         ids = [record.item_id for record in self._candidates(op, now)]
         return np.fromiter(ids, dtype=np.int64, count=len(ids))
 

@@ -199,7 +199,9 @@ class Readers:
         candidates: np.ndarray | None = None
         if op.namespace_prefix or not op.filter.is_empty:
 
-            def scoped(raw: sqlite3.Connection) -> list[_Found] | np.ndarray:
+            def scoped(raw: sqlite3.Connection) -> list[_Found] | np.ndarray | None:
+                if op.filter.is_empty and _covers_every_item(raw, op.namespace_prefix):
+                    return None  # a prefix over the whole store: search it all, no ids
                 ids = _candidate_ids(raw, op, now)
                 if index.search_cost(ids) > coalescer.inline_rows:
                     return ids  # too many to score here: the coalescer's threads will
@@ -259,6 +261,22 @@ def _filter_search(raw: sqlite3.Connection, op: PreparedSearch, now: float) -> l
     )
     rows = raw.execute(sql, [*params, op.limit, op.offset]).fetchall()
     return [(row_to_search_item(row, None), row[0], row[6] is not None) for row in rows]
+
+
+def _covers_every_item(raw: sqlite3.Connection, prefix: tuple[str, ...]) -> bool:
+    """Whether no item lies outside ``prefix``: three index probes, not a scan.
+
+    Inside is ``namespace = t`` or ``t. < namespace < t/`` (see ``prefix_condition``), so
+    outside is below ``t``, in ``(t, t.]``, or from ``t/`` on.
+    """
+    text = encode_namespace(prefix)
+    outside = raw.execute(
+        "SELECT EXISTS(SELECT 1 FROM items WHERE namespace < ?)"
+        " OR EXISTS(SELECT 1 FROM items WHERE namespace > ? AND namespace <= ?)"
+        " OR EXISTS(SELECT 1 FROM items WHERE namespace >= ?)",
+        (text, text, text + ".", text + "/"),
+    ).fetchone()[0]
+    return not outside
 
 
 def _candidate_ids(raw: sqlite3.Connection, op: PreparedSearch, now: float) -> np.ndarray:
