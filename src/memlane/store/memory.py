@@ -173,6 +173,9 @@ class InMemoryStore(BaseStore):
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         plan = self._plan(ops)
+        # Every call yields to the loop once, even when all it does is quick and inline:
+        # a task looping ``await store.aput(...)`` must not starve the loop's other tasks.
+        await asyncio.sleep(0)
         embedded = None
         queries: dict[int, np.ndarray] = {}
         if self._indexer is not None:
@@ -187,11 +190,15 @@ class InMemoryStore(BaseStore):
         if queries and not plan.writes:
             results, jobs = self._start_reads(plan, queries)
             while jobs:
-                assert self._coalescer is not None
-                hits = await asyncio.gather(
-                    *(self._coalescer.search(job.query, job.k, job.candidates) for job in jobs)
-                )
-                jobs = self._finish_reads(results, jobs, list(hits))
+                search = self._coalescer.search if self._coalescer is not None else None
+                assert search is not None
+                if len(jobs) == 1:  # the usual asearch: no task to wrap it in
+                    hits = [await search(jobs[0].query, jobs[0].k, jobs[0].candidates)]
+                else:
+                    hits = list(
+                        await asyncio.gather(*(search(j.query, j.k, j.candidates) for j in jobs))
+                    )
+                jobs = self._finish_reads(results, jobs, hits)
             return results
         return self._execute(plan, outcomes, queries)
 
