@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,langgraph]'
 	@touch $@
 
+# The bench extra adds rich (live progress) and matplotlib (plots) to the test set-up.
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,langgraph,bench]'
 	@touch $@
 
 demo: $(STAMP)
@@ -30,8 +31,11 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
+# The full run (under 30 minutes on 2 cores) into results/<timestamp>/ (git-ignored);
+# make bench BENCH_ARGS=--quick for the 2-minute one.
+BENCH_ARGS ?=
 bench: $(BENCH_STAMP)
-	$(BIN)/python benchmarks/writes.py
+	$(BIN)/memlane bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -5,7 +5,8 @@ four tool calls (two store writes, one get, one search) and whose second turn an
 Measured: runs/s for 200 runs at concurrency 50; the loop's overhead per run with four
 no-op tools; and the overhead of a run with no tool call at all. memlane runs on its
 InMemoryStore and SqliteStore, LangChain on LangGraph's InMemoryStore and AsyncSqliteStore.
-LangChain is skipped with a note when the bench extra is not installed.
+LangChain is skipped with a note when the bench extra is not installed. A thin wrapper:
+the agents and the measuring live in ``memlane.bench.scenarios.agent`` (``memlane bench``).
 
     .venv/bin/python benchmarks/agent.py            # full run (well under a minute)
     .venv/bin/python benchmarks/agent.py --quick    # a smaller run
@@ -15,275 +16,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import platform
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from memlane import InMemoryStore
-from memlane.agents import ScriptedModel, ToolRuntime, create_agent, tool
-
-try:  # module level: LangChain resolves the tools' string annotations in these globals
-    from langchain.tools import ToolRuntime as LCRuntime
-except ImportError:  # the bench extra is not installed; LangChain is skipped
-    LCRuntime = None
-
-
-@dataclass
-class Context:
-    user_id: str
-
-
-RunOnce = Callable[[int], Awaitable[Any]]
-
-
-def four_calls(i: int = 0) -> list[dict[str, Any]]:
-    return [
-        {"name": "save_memory", "args": {"text": f"fact {i}"}},
-        {"name": "save_profile", "args": {"name": f"user {i}"}},
-        {"name": "get_profile", "args": {}},
-        {"name": "search_memories", "args": {"topic": "facts"}},
-    ]
-
-
-NOOP_CALLS = [{"name": f"noop{k}", "args": {}} for k in range(4)]
-
-
-# ---- memlane -----------------------------------------------------------------------------
-
-
-def memlane_store_agent(store: Any) -> Any:
-    @tool
-    async def save_memory(text: str, runtime: ToolRuntime[Context]) -> str:
-        """Save a memory."""
-        await runtime.store.aput(("memories", runtime.context.user_id), "m", {"text": text})
-        return "saved"
-
-    @tool
-    async def save_profile(name: str, runtime: ToolRuntime[Context]) -> str:
-        """Save the profile."""
-        await runtime.store.aput(("profiles",), runtime.context.user_id, {"name": name})
-        return "saved"
-
-    @tool
-    async def get_profile(runtime: ToolRuntime[Context]) -> str:
-        """Get the profile."""
-        item = await runtime.store.aget(("profiles",), runtime.context.user_id)
-        return str(item.value) if item else "none"
-
-    @tool
-    async def search_memories(topic: str, runtime: ToolRuntime[Context]) -> str:
-        """Search memories."""
-        items = await runtime.store.asearch(("memories", runtime.context.user_id), limit=5)
-        return str([i.value for i in items])
-
-    model = ScriptedModel([four_calls(), "done"], record=False)
-    return create_agent(
-        model,
-        [save_memory, save_profile, get_profile, search_memories],
-        store=store,
-        context_schema=Context,
-    )
-
-
-def memlane_noop_agent(with_tools: bool) -> Any:
-    tools = []
-    for k in range(4):
-
-        async def noop(runtime: ToolRuntime[Context]) -> str:
-            return "ok"
-
-        tools.append(tool(f"noop{k}")(noop))
-    model = ScriptedModel([NOOP_CALLS, "done"] if with_tools else ["done"], record=False)
-    return create_agent(model, tools, context_schema=Context)
-
-
-def memlane_runner(agent: Any) -> RunOnce:
-    async def run(i: int) -> Any:
-        return await agent.ainvoke(
-            {"messages": [{"role": "user", "content": "remember"}]}, context=Context(f"u{i % 50}")
-        )
-
-    return run
-
-
-@contextlib.asynccontextmanager
-async def memlane_sqlite(tmp: Path) -> AsyncIterator[Any]:
-    try:
-        from memlane import SqliteStore
-    except ImportError:
-        yield None
-        return
-    async with SqliteStore.open(tmp / "memlane-agent.db") as store:
-        yield store
-
-
-# ---- LangChain ---------------------------------------------------------------------------
+from memlane.bench.scenarios.agent import (
+    langchain_noop_agent,
+    langchain_runner,
+    langchain_store_agent,
+    langgraph_sqlite,
+    memlane_noop_agent,
+    memlane_runner,
+    memlane_sqlite,
+    memlane_store_agent,
+    per_run_ms,
+    throughput,
+)
+from memlane.bench.systems import unavailable
 
 
 def langchain_available() -> str | None:
-    try:
-        import langchain.agents  # noqa: F401
-        import langgraph.store.memory  # noqa: F401
-    except ImportError as exc:
-        return f"LangChain skipped: {exc.name} is not installed (pip install -e '.[bench]')"
-    return None
-
-
-def langchain_model(turns: list[Any]) -> Any:
-    from langchain_core.language_models import BaseChatModel
-    from langchain_core.messages import AIMessage, HumanMessage
-    from langchain_core.outputs import ChatGeneration, ChatResult
-
-    class Scripted(BaseChatModel):
-        """Plays the same script as memlane's ScriptedModel (turn = AI messages so far)."""
-
-        @property
-        def _llm_type(self) -> str:
-            return "scripted"
-
-        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-            return self
-
-        def _reply(self, messages: list[Any]) -> ChatResult:
-            index = 0
-            for m in reversed(messages):
-                if isinstance(m, AIMessage):
-                    index += 1
-                elif isinstance(m, HumanMessage):
-                    break
-            turn = turns[index]
-            if isinstance(turn, str):
-                message = AIMessage(content=turn)
-            else:
-                message = AIMessage(
-                    content="",
-                    tool_calls=[
-                        {"id": f"call_{index}_{k}", "name": c["name"], "args": c["args"]}
-                        for k, c in enumerate(turn)
-                    ],
-                )
-            return ChatResult(generations=[ChatGeneration(message=message)])
-
-        def _generate(self, messages: list[Any], stop: Any = None, **kw: Any) -> ChatResult:
-            return self._reply(messages)
-
-        async def _agenerate(
-            self, messages: list[Any], stop: Any = None, **kw: Any
-        ) -> ChatResult:
-            return self._reply(messages)
-
-    return Scripted()
-
-
-def langchain_store_agent(store: Any) -> Any:
-    from langchain.agents import create_agent as lc_create_agent
-    from langchain.tools import tool as lc_tool
-
-    @lc_tool
-    async def save_memory(text: str, runtime: LCRuntime[Context]) -> str:
-        """Save a memory."""
-        await runtime.store.aput(("memories", runtime.context.user_id), "m", {"text": text})
-        return "saved"
-
-    @lc_tool
-    async def save_profile(name: str, runtime: LCRuntime[Context]) -> str:
-        """Save the profile."""
-        await runtime.store.aput(("profiles",), runtime.context.user_id, {"name": name})
-        return "saved"
-
-    @lc_tool
-    async def get_profile(runtime: LCRuntime[Context]) -> str:
-        """Get the profile."""
-        item = await runtime.store.aget(("profiles",), runtime.context.user_id)
-        return str(item.value) if item else "none"
-
-    @lc_tool
-    async def search_memories(topic: str, runtime: LCRuntime[Context]) -> str:
-        """Search memories."""
-        items = await runtime.store.asearch(("memories", runtime.context.user_id), limit=5)
-        return str([i.value for i in items])
-
-    return lc_create_agent(
-        langchain_model([four_calls(), "done"]),
-        [save_memory, save_profile, get_profile, search_memories],
-        store=store,
-        context_schema=Context,
-    )
-
-
-def langchain_noop_agent(with_tools: bool) -> Any:
-    from langchain.agents import create_agent as lc_create_agent
-    from langchain.tools import tool as lc_tool
-
-    tools = []
-    for k in range(4):
-
-        async def noop(runtime: LCRuntime[Context]) -> str:
-            """No-op."""
-            return "ok"
-
-        tools.append(lc_tool(f"noop{k}")(noop))
-    model = langchain_model([NOOP_CALLS, "done"] if with_tools else ["done"])
-    return lc_create_agent(model, tools, context_schema=Context)
-
-
-def langchain_runner(agent: Any) -> RunOnce:
-    async def run(i: int) -> Any:
-        return await agent.ainvoke(
-            {"messages": [{"role": "user", "content": "remember"}]}, context=Context(f"u{i % 50}")
-        )
-
-    return run
-
-
-@contextlib.asynccontextmanager
-async def langgraph_sqlite(tmp: Path) -> AsyncIterator[Any]:
-    try:
-        from langgraph.store.sqlite.aio import AsyncSqliteStore
-    except ImportError:
-        yield None
-        return
-    async with AsyncSqliteStore.from_conn_string(str(tmp / "langgraph-agent.db")) as store:
-        await store.setup()
-        yield store
-
-
-# ---- measuring ---------------------------------------------------------------------------
-
-
-async def throughput(run: RunOnce, runs: int, concurrency: int) -> float:
-    """Runs per second for ``runs`` runs, ``concurrency`` at a time."""
-    for i in range(min(20, runs)):  # warm-up
-        await run(i)
-    next_index = 0
-
-    async def worker() -> None:
-        nonlocal next_index
-        while next_index < runs:
-            i = next_index
-            next_index += 1
-            await run(i)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return runs / (time.perf_counter() - start)
-
-
-async def per_run_ms(run: RunOnce, runs: int) -> float:
-    """Mean milliseconds of one run, runs one after another."""
-    for i in range(min(50, runs)):
-        await run(i)
-    start = time.perf_counter()
-    for i in range(runs):
-        await run(i)
-    return (time.perf_counter() - start) / runs * 1000
+    reason = unavailable("langchain-agent")
+    return f"LangChain skipped: {reason}" if reason else None
 
 
 @dataclass
@@ -311,11 +70,10 @@ async def measure(args: argparse.Namespace) -> list[Row]:
             )
         rows.append(Row("memlane", "InMemoryStore", rps, noop_ms, none_ms))
         async with memlane_sqlite(tmp) as store:
-            if store is not None:
-                rps = await throughput(
-                    memlane_runner(memlane_store_agent(store)), args.runs, args.concurrency
-                )
-                rows.append(Row("memlane", "SqliteStore", rps))
+            rps = await throughput(
+                memlane_runner(memlane_store_agent(store)), args.runs, args.concurrency
+            )
+            rows.append(Row("memlane", "SqliteStore", rps))
 
         if skip:
             print(skip)
@@ -331,13 +89,10 @@ async def measure(args: argparse.Namespace) -> list[Row]:
         )
         rows.append(Row("LangChain", "InMemoryStore (LangGraph)", rps, noop_ms, none_ms))
         async with langgraph_sqlite(tmp) as store:
-            if store is None:
-                print("LangGraph AsyncSqliteStore skipped: langgraph-checkpoint-sqlite missing")
-            else:
-                rps = await throughput(
-                    langchain_runner(langchain_store_agent(store)), args.runs, args.concurrency
-                )
-                rows.append(Row("LangChain", "AsyncSqliteStore (LangGraph)", rps))
+            rps = await throughput(
+                langchain_runner(langchain_store_agent(store)), args.runs, args.concurrency
+            )
+            rows.append(Row("LangChain", "AsyncSqliteStore (LangGraph)", rps))
     return rows
 
 

@@ -1,4 +1,4 @@
-"""The ``memlane`` command: ``migrate``, ``export`` and ``import``.
+"""The ``memlane`` command: ``migrate``, ``export``, ``import`` and ``bench``.
 
 Each subcommand is one :class:`Command` in :data:`COMMANDS`: a function that adds its
 arguments and a function that runs it. A new subcommand (say ``bench``) is one more entry.
@@ -225,6 +225,22 @@ def _export_atomically(source: Source, output: Path) -> list[Any]:
     return skipped
 
 
+# ---- bench -------------------------------------------------------------------------------
+
+
+def _add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    from memlane.bench.command import add_arguments
+
+    add_arguments(parser)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """The scenarios live in memlane.bench; imported here only when bench runs."""
+    from memlane.bench.command import run
+
+    return run(args)
+
+
 # ---- the command table and entry point ---------------------------------------------------
 
 COMMANDS: list[Command] = [
@@ -234,6 +250,8 @@ COMMANDS: list[Command] = [
             run_export),
     Command("import", "load a JSONL backup into a memlane file", _add_import_arguments,
             run_import),
+    Command("bench", "measure memlane against LangGraph's stores and the raw ceilings",
+            _add_bench_arguments, run_bench),
 ]
 
 
