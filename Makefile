@@ -3,20 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
-BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: demo test lint bench clean
 
-# The test set-up includes the langgraph extra: the adapter and migration tests run against
-# the real LangGraph and LangChain.
+# One set-up for everything: the langgraph extra (the adapter and migration tests run
+# against the real LangGraph and LangChain) and the bench extra (the suite's smoke run of
+# memlane bench draws its plots with matplotlib; mypy checks the rich and matplotlib code).
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,langgraph]'
-	@touch $@
-
-# The bench extra adds rich (live progress) and matplotlib (plots) to the test set-up.
-$(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,langgraph,bench]'
 	@touch $@
 
@@ -34,7 +29,7 @@ test: $(STAMP) lint
 # The full run (under 30 minutes on 2 cores) into results/<timestamp>/ (git-ignored);
 # make bench BENCH_ARGS=--quick for the 2-minute one.
 BENCH_ARGS ?=
-bench: $(BENCH_STAMP)
+bench: $(STAMP)
 	$(BIN)/memlane bench $(BENCH_ARGS)
 
 clean:
