@@ -35,6 +35,7 @@ from memlane.store.sqlite.codec import (
     row_to_search_item,
 )
 from memlane.store.sqlite.connection import run_on_connection_thread
+from memlane.store.sqlite.inline import InlineReader, TooMuchWork
 from memlane.store.timestamps import Clock
 from memlane.store.types import Item, SearchItem
 from memlane.vectors import SearchCoalescer, VectorIndex
@@ -62,8 +63,10 @@ class Readers:
         vectors: VectorIndex | None,
         clock: Clock,
         touch: Callable[[list[int], float], None],
+        inline: InlineReader | None = None,
     ) -> None:
         self._connections = list(connections)
+        self._inline = inline
         self._idle: list[aiosqlite.Connection] = list(connections)
         self._waiters: deque[asyncio.Future[aiosqlite.Connection]] = deque()
         self._pending: list[_PendingGet] = []
@@ -110,8 +113,23 @@ class Readers:
         """One item; gets queued while connections are busy go together in one hop."""
         if not is_storable(namespace):
             return None
+        encoded = encode_namespace(namespace)
+        if self._inline is not None:
+            await asyncio.sleep(0)  # a checkpoint, as a hop would be: no task hogs the loop
+            now = self._clock.now()
+            try:
+                rows = self._inline.run(lambda raw: _rows_by_key(raw, [(encoded, key, now)]))
+            except TooMuchWork:
+                pass
+            else:
+                row = rows.get((encoded, key))
+                if row is None:
+                    return None
+                if refresh and row[6] is not None:
+                    self._touch([row[0]], now)
+                return row_to_item(row)
         future: asyncio.Future[Item | None] = asyncio.get_running_loop().create_future()
-        self._pending.append((encode_namespace(namespace), key, refresh, future))
+        self._pending.append((encoded, key, refresh, future))
         if len(self._pending) == 1 and self._idle:
             self._start_flush(self._idle.pop())
         return await future
@@ -170,7 +188,7 @@ class Readers:
             return []
         now = self._clock.now()
         if self._coalescer is None or query is None:
-            found = await self._on_reader(lambda raw: _filter_search(raw, op, now))
+            found = await self._read(lambda raw: _filter_search(raw, op, now))
         else:
             found = await self._vector_search(op, query, now)
         if op.refresh_ttl:
@@ -178,6 +196,16 @@ class Readers:
             if touched:
                 self._touch(touched, now)
         return [item for item, _, _ in found]
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """On the loop's inline connection when the read is small, else on a pooled one."""
+        if self._inline is not None:
+            await asyncio.sleep(0)  # a checkpoint, as a hop would be: no task hogs the loop
+            try:
+                return self._inline.run(fn)
+            except TooMuchWork:
+                pass
+        return await self._on_reader(fn)
 
     async def _on_reader(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         conn = await self._acquire()
@@ -207,7 +235,7 @@ class Readers:
                     return ids  # too many to score here: the coalescer's threads will
                 return _ranked_rows(raw, index, op, query, ids, now)
 
-            result = await self._on_reader(scoped)
+            result = await self._read(scoped)
             if isinstance(result, list):
                 return result
             candidates = result
@@ -219,7 +247,7 @@ class Readers:
             def fetch(raw: sqlite3.Connection, ids: list[int] = ids) -> dict[int, Any]:
                 return _rows_by_id(raw, ids, now)
 
-            rows = await self._on_reader(fetch)
+            rows = await self._read(fetch)
             kept = [(rows[item_id], score) for item_id, score in hits if item_id in rows]
             # An id can vanish between the index and the table while its delete commits,
             # or by expiring: ask the index for more so the page stays full.
@@ -227,7 +255,7 @@ class Readers:
                 return _page(kept, op)
             if candidates is None and k >= 4 * wanted:
                 # many expired but unswept items: let SQL name the live ones instead
-                candidates = await self._on_reader(lambda raw: _candidate_ids(raw, op, now))
+                candidates = await self._read(lambda raw: _candidate_ids(raw, op, now))
             k *= 2
 
     async def list_namespaces(self, op: PreparedList) -> list[tuple[str, ...]]:

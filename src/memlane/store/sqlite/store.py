@@ -36,6 +36,7 @@ from memlane.store.ops import (
     prepare_put,
 )
 from memlane.store.sqlite.connection import connect, run_on_connection_thread
+from memlane.store.sqlite.inline import InlineReader
 from memlane.store.sqlite.reader import Readers
 from memlane.store.sqlite.schema import Synchronous, apply_migrations, check_dims, configure
 from memlane.store.sqlite.writer import Writer
@@ -132,12 +133,17 @@ class SqliteStore(BaseStore):
         mailbox_capacity: int = 10_000,
         max_batch: int = 2_048,
         clock: Callable[[], float] | None = None,
+        inline_reads: bool = True,
     ) -> AsyncIterator[SqliteStore]:
         """Open (creating or upgrading) the store at ``path``; close it on exit.
 
         ``synchronous="NORMAL"`` (default): a commit survives a crash of the process; a
         power loss may undo the last few commits, never corrupt the file. ``"FULL"`` also
         survives power loss, at the cost of an fsync per batch.
+
+        ``inline_reads`` (default on): small reads (a get, one namespace) run on the loop's
+        thread within a bounded number of SQLite steps instead of hopping to a reader
+        thread; larger ones still go to the ``readers`` pool (see ``sqlite/inline.py``).
         """
         db_path = _check_path(path)
         if synchronous not in ("NORMAL", "FULL"):
@@ -188,8 +194,9 @@ class SqliteStore(BaseStore):
                 first_id=top_id + 1,
                 inline_max=32 if synchronous == "NORMAL" else 0,  # FULL fsyncs: use the thread
             )
+            inline = InlineReader(db_path) if inline_reads else None
             reader_pool = Readers(reader_conns, vectors=vectors, clock=store_clock,
-                                  touch=writer.touch)
+                                  touch=writer.touch, inline=inline)
             store = cls(
                 path=db_path,
                 index_config=index_config,
@@ -200,6 +207,8 @@ class SqliteStore(BaseStore):
                 clock=store_clock,
             )
             store._on_close.extend(conn.close for conn in opened)
+            if inline is not None:
+                store._on_close.append(inline.close)
             # Plain tasks, not a task group: an exception raised by the caller's code inside
             # ``async with`` must reach it as itself, not wrapped in an ExceptionGroup.
             store._tasks.append(asyncio.create_task(writer.run(), name="memlane-writer"))
