@@ -25,15 +25,34 @@ async def test_a_quick_function_moves_inline_after_its_streak() -> None:
     assert gate.inline
 
 
-async def test_a_slow_function_stays_in_threads() -> None:
+def burn_cpu(seconds: float) -> None:
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+async def test_a_cpu_heavy_function_stays_in_threads() -> None:
     gate = QuickCallGate(quick_s=1e-3, streak=2)
 
-    def slow(_: object) -> int:
-        time.sleep(0.005)
+    def heavy(_: object) -> int:
+        burn_cpu(0.005)
         return threading.get_ident()
 
     loop_thread = threading.get_ident()
-    assert all([await gate.run(slow, None) != loop_thread for _ in range(6)])
+    assert all([await gate.run(heavy, None) != loop_thread for _ in range(6)])
+    assert not gate.inline
+
+
+async def test_a_function_that_waits_on_io_stays_in_threads() -> None:
+    """Little CPU but long waits (a network call): never promoted to the loop."""
+    gate = QuickCallGate(streak=2)
+
+    def waits(_: object) -> int:
+        time.sleep(0.02)
+        return threading.get_ident()
+
+    loop_thread = threading.get_ident()
+    assert all([await gate.run(waits, None) != loop_thread for _ in range(4)])
     assert not gate.inline
 
 
@@ -43,7 +62,7 @@ async def test_an_inline_call_that_turns_slow_sends_it_back_to_threads() -> None
 
     def sometimes_slow(_: object) -> int:
         if slow:
-            time.sleep(0.005)
+            burn_cpu(0.005)
         return threading.get_ident()
 
     for _ in range(2):
@@ -56,6 +75,32 @@ async def test_an_inline_call_that_turns_slow_sends_it_back_to_threads() -> None
     loop_thread = threading.get_ident()
     for _ in range(10):  # out of demotions: never inline again
         assert await gate.run(sometimes_slow, None) != loop_thread
+
+
+async def test_an_inline_call_that_stalls_sends_it_back_to_threads() -> None:
+    gate = QuickCallGate(quick_s=1.0, slow_s=5e-3, streak=1)
+    stall = False
+
+    def sometimes_stalls(_: object) -> None:
+        if stall:
+            time.sleep(0.01)  # waits without using CPU, as on a socket
+
+    await gate.run(sometimes_stalls, None)
+    assert gate.inline
+    stall = True
+    await gate.run(sometimes_stalls, None)
+    assert not gate.inline
+
+
+async def test_large_calls_always_go_to_threads_and_teach_nothing() -> None:
+    gate = QuickCallGate(quick_s=1.0, streak=1)
+    loop_thread = threading.get_ident()
+    for _ in range(3):
+        assert await gate.run(where, None, small=False) != loop_thread
+    assert not gate.inline
+    await gate.run(where, None)
+    assert gate.inline
+    assert await gate.run(where, None, small=False) != loop_thread
 
 
 async def test_exceptions_propagate_unchanged_either_way() -> None:

@@ -37,6 +37,10 @@ F32 = npt.NDArray[np.float32]
 _INLINE_HASHING_CHARS = 4_000
 
 
+# Only calls with this few texts (a query, a put's fields) may run inline; see offload.py.
+_INLINE_MAX_TEXTS = 8
+
+
 class EmbeddingError(ValueError):
     """The embedding function returned something that is not a usable embedding."""
 
@@ -240,7 +244,7 @@ class Embedder:
         if self._adocs is not None:
             raw = await self._adocs(texts)
         elif self._docs is not None:
-            raw = await gate.run(self._docs, texts)
+            raw = await gate.run(self._docs, texts, small=len(texts) <= _INLINE_MAX_TEXTS)
         else:
             raw = await self._call_fn_async(texts, gate)
         return _to_matrix(raw, len(texts), self.dims)
@@ -296,7 +300,7 @@ class Embedder:
         if self._fn_is_async or self._fn_returns_awaitable:
             raw = fn(texts)
         else:
-            raw = await gate.run(fn, texts)
+            raw = await gate.run(fn, texts, small=len(texts) <= _INLINE_MAX_TEXTS)
         if inspect.isawaitable(raw):
             self._fn_returns_awaitable = True
             raw = await raw

@@ -186,6 +186,8 @@ class Readers:
         """Filter-only (newest first) or ranked by ``query`` when the store has an index."""
         if not is_storable(op.namespace_prefix):
             return []
+        if self._inline is not None:
+            await asyncio.sleep(0)  # a checkpoint, as a hop would be: no task hogs the loop
         now = self._clock.now()
         if self._coalescer is None or query is None:
             found = await self._read(lambda raw: _filter_search(raw, op, now))
@@ -198,9 +200,11 @@ class Readers:
         return [item for item, _, _ in found]
 
     async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """On the loop's inline connection when the read is small, else on a pooled one."""
+        """On the loop's inline connection when the read is small, else on a pooled one.
+
+        No checkpoint here: ``search`` yields once up front. Every extra yield would put
+        the search behind every ready task once more (writers, under load)."""
         if self._inline is not None:
-            await asyncio.sleep(0)  # a checkpoint, as a hop would be: no task hogs the loop
             try:
                 return self._inline.run(fn)
             except TooMuchWork:
