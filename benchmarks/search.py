@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -42,6 +43,7 @@ from memlane import InMemoryStore, SqliteStore
 from memlane.store.base import BaseStore
 from memlane.store.types import PutOp
 from memlane.vectors import HashingEmbeddings, VectorIndex
+from memlane.vectors.ann import AnnConfig
 
 DIMS = 384
 LIMIT = 10
@@ -432,7 +434,7 @@ def measure_ann(items: int, ann: dict[str, Any], queries: int) -> dict[str, Any]
         "recall_at_10": hits / (LIMIT * len(qv)),
         "ann_p50_ms": pct(approx_times, 50) * 1e3,
         "exact_p50_ms": pct(exact_times, 50) * 1e3,
-        "ann": ann,
+        "ann": dataclasses.asdict(AnnConfig.parse(ann)),  # with the defaults filled in
     }
 
 
@@ -548,8 +550,8 @@ async def main() -> None:
     parser.add_argument("--sizes", default=None, help="comma-separated sizes (10000,100000)")
     parser.add_argument("--big", type=int, default=None, help="namespace test size (1M)")
     parser.add_argument("--ann-items", default=None, help="comma-separated ANN corpus sizes")
-    parser.add_argument("--ann", default='{"kind": "hnsw", "m": 32, "ef_construction": 64, '
-                        '"ef_search": 96}', help="the ann config (JSON)")
+    parser.add_argument("--ann", default='{"kind": "hnsw"}',
+                        help="the ann config (JSON); the default uses AnnConfig's defaults")
     parser.add_argument("--rss", default=None, help="comma-separated RSS sizes")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
