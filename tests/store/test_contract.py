@@ -692,3 +692,29 @@ async def test_after_close_every_call_raises(make_store: StoreFactory) -> None:
     ):
         with pytest.raises(StoreClosedError):
             await call()
+
+
+async def test_a_task_looping_on_store_calls_lets_other_tasks_run(
+    make_store: StoreFactory,
+) -> None:
+    """Every async call yields to the loop: a tight loop of puts and gets (answered
+    inline, without any thread hop) cannot starve the loop's other tasks."""
+    store = await make_store()
+    other_ran = anyio.Event()
+    loops_before_other: list[int] = []
+
+    async def busy() -> None:
+        for i in range(2_000):  # bounded, so a regression fails instead of hanging
+            if other_ran.is_set():
+                loops_before_other.append(i)
+                return
+            await store.aput(("ns",), f"k{i % 10}", {"i": i})
+            await store.aget(("ns",), "k0")
+
+    async def other() -> None:
+        other_ran.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(busy)
+        tg.start_soon(other)
+    assert loops_before_other and loops_before_other[0] < 10
