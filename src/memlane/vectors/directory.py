@@ -47,10 +47,8 @@ class Directory:
             out[found] = self._base_starts[pos[found]]
         if self._extra:
             get = self._extra.get
-            for i, item in enumerate(ids.tolist()):
-                start = get(item)
-                if start is not None:
-                    out[i] = start
+            extra = np.fromiter((get(item, _MISSING) for item in ids.tolist()), np.int64, len(ids))
+            np.copyto(out, extra, where=extra != _MISSING)
         return out
 
     def set_many(self, ids: I64, starts: I64) -> None:

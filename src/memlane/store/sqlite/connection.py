@@ -16,6 +16,8 @@ from typing import TypeVar, cast
 
 import aiosqlite
 
+from memlane.store.sqlite.schema import READER_PRAGMAS
+
 __all__ = ["connect", "run_on_connection_thread"]
 
 T = TypeVar("T")
@@ -25,7 +27,8 @@ async def connect(path: Path, *, read_only: bool = False) -> aiosqlite.Connectio
     """Open a connection in autocommit mode: transactions are explicit (BEGIN IMMEDIATE)."""
     conn = await aiosqlite.connect(str(path), isolation_level=None, check_same_thread=False)
     if read_only:
-        await conn.execute("PRAGMA query_only = ON")
+        for pragma in READER_PRAGMAS:
+            await conn.execute(pragma)
     return conn
 
 

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from memlane.store.sqlite.schema import READER_PRAGMAS
+
 __all__ = ["DEFAULT_BUDGET", "InlineReader", "TooMuchWork"]
 
 T = TypeVar("T")
@@ -46,7 +48,8 @@ class InlineReader:
         self.inline_reads = 0  # reads answered here (tests and benchmarks read these)
         self.handed_off = 0  # reads that went to a pooled reader instead
         self._conn = sqlite3.connect(str(path), isolation_level=None)
-        self._conn.execute("PRAGMA query_only = ON")
+        for pragma in READER_PRAGMAS:
+            self._conn.execute(pragma)
         self._conn.execute("PRAGMA busy_timeout = 0")
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -60,6 +60,16 @@ def configure(conn: sqlite3.Connection, *, synchronous: Synchronous, busy_timeou
     conn.execute(f"PRAGMA journal_size_limit = {64 * 2**20}")
 
 
+# Reader connections: a page cache of their own plus the file memory-mapped, so a page
+# another connection already read costs a memory access, not a read() system call each
+# (one user's items are scattered over the table, one page per hit).
+READER_PRAGMAS = (
+    "PRAGMA query_only = ON",
+    "PRAGMA cache_size = -16384",  # 16 MiB per reader
+    f"PRAGMA mmap_size = {1 << 30}",  # address space only; pages come from the OS cache
+)
+
+
 def apply_migrations(conn: sqlite3.Connection, now_micros: int) -> int:
     """Bring the file's schema up to date; return the version it had before."""
     conn.execute(
