@@ -1,6 +1,7 @@
-"""``memlane bench --smoke`` end to end: well-formed output, never the figures themselves.
+"""``memlane bench --quick`` end to end: well-formed output, never the figures themselves.
 
-One run (tiny sizes, one repeat) through the console script, shared by the tests below.
+One run (the quick preset: ~1 minute on two cores) through the console script, shared by
+the tests below.
 It needs neither rich nor matplotlib: without matplotlib the plots are skipped with a
 note, and the plot test is skipped too.
 """
@@ -30,8 +31,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any],
     out = tmp_path_factory.mktemp("bench")
     script = shutil.which("memlane", path=str(Path(sys.executable).parent))
     command = [script] if script else [sys.executable, "-m", "memlane.cli"]
-    done = subprocess.run([*command, "bench", "--smoke", "--plain", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run([*command, "bench", "--quick", "--plain", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     return out, json.loads((out / "results.json").read_text()), done.stdout
 
@@ -69,8 +70,8 @@ def test_results_json_records_the_machine_and_the_plan(
                   "seconds", "platform"):
         assert meta[field], field
     assert meta["versions"]["memlane"]
-    assert meta["plan"]["preset"] == "smoke"
-    assert meta["plan"]["sizes"] == [300, 1000]
+    assert meta["plan"]["preset"] == "quick"
+    assert meta["plan"]["sizes"] == [1000, 10000]
 
 
 def test_report_and_table(run: tuple[Path, dict[str, Any], str]) -> None:
@@ -104,7 +105,7 @@ def test_plots_redrawn_from_results_json(run: tuple[Path, dict[str, Any], str],
     out, results, _ = run
     rows = load_rows(out / "results.json")
     assert len(rows) == len(results["rows"])
-    assert write_plots(rows, tmp_path, (300, 1000)) == results["plots"]
+    assert write_plots(rows, tmp_path, (1000, 10000)) == results["plots"]
 
 
 def test_bad_options_are_usage_errors(tmp_path: Path) -> None:

@@ -257,6 +257,11 @@ async def test_small_reads_run_inline_and_large_ones_go_to_the_pool(tmp_path: Pa
         assert (await store.aget(("users", "u1"), "k1")) is not None
         assert len(await store.asearch(("users", "u1"), query="apple", limit=5)) == 5
         assert store.get_hops == hops and inline.inline_reads >= answered + 2
+        # a crowd of gets arriving together is coalesced into few hops instead
+        keys = [(("users", f"u{n % 50}"), f"k{n}") for n in range(200)]
+        items = await asyncio.gather(*(store.aget(ns, key) for ns, key in keys))
+        assert [item.key for item in items if item] == [key for _, key in keys]
+        assert 1 <= store.get_hops - hops <= 20
         handed_off = inline.handed_off
         # a filter that must scan every row exceeds the inline budget: a pooled reader
         # answers it, with the same result as an unbounded query would give

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="sizes 1k and 10k, 3 repeats: under 2 minutes on 2 cores")
     size.add_argument("--smoke", action="store_true",
                       help="tiny sizes, 1 repeat, 32-dim vectors: checks that every scenario "
-                           "runs (the test suite uses it); its figures mean nothing")
+                           "runs in seconds; its figures mean nothing")
     parser.add_argument("--sizes", metavar="N,N,...",
                         help="store sizes to run (e.g. 10000,100000); overrides the preset")
     parser.add_argument("--repeats", type=int, metavar="R", help="measured repeats per figure")

@@ -68,6 +68,7 @@ class Readers:
     ) -> None:
         self._connections = list(connections)
         self._inline = inline
+        self._arriving = 0  # gets at their checkpoint right now
         self._idle: list[aiosqlite.Connection] = list(connections)
         self._waiters: deque[asyncio.Future[aiosqlite.Connection]] = deque()
         self._pending: list[_PendingGet] = []
@@ -115,8 +116,20 @@ class Readers:
         if not is_storable(namespace):
             return None
         encoded = encode_namespace(namespace)
-        if self._inline is not None:
-            await asyncio.sleep(0)  # a checkpoint, as a hop would be: no task hogs the loop
+        # Without an inline connection, or with a coalesced batch already forming, a get
+        # takes the pooled path at once.
+        crowded = True
+        if self._inline is not None and not self._pending:
+            # A checkpoint, as a hop would be (no task hogs the loop), which also tells a
+            # lone get from a crowd: gets that arrived in the same loop turn are cheaper
+            # together, in one coalesced hop, than one by one on the loop.
+            self._arriving += 1
+            try:
+                await asyncio.sleep(0)
+            finally:
+                self._arriving -= 1
+            crowded = self._arriving > 0 or bool(self._pending)
+        if self._inline is not None and not crowded:
             now = self._clock.now()
             try:
                 rows = self._inline.run(lambda raw: _rows_by_key(raw, [(encoded, key, now)]))
@@ -233,10 +246,11 @@ class Readers:
         if op.namespace_prefix or not op.filter.is_empty:
 
             def scoped(raw: sqlite3.Connection) -> list[_Found] | np.ndarray | None:
+                # first, before fetching what may be every id in the store
+                if op.filter.is_empty and _covers_every_item(raw, op.namespace_prefix):
+                    return None  # a prefix over the whole store: search it all, no ids
                 ids = _candidate_ids(raw, op, now)
                 if index.search_cost(ids) > coalescer.inline_rows:
-                    if op.filter.is_empty and _covers_every_item(raw, op.namespace_prefix):
-                        return None  # a prefix over the whole store: search it all, no ids
                     return ids  # too many to score here: the coalescer's threads will
                 return _ranked_rows(raw, index, op, query, ids, now)
 
