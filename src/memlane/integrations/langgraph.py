@@ -120,44 +120,29 @@ def _langgraph_ttl(config: TTLConfig | None) -> LGTTLConfig | None:
 # ---- items and ops, both ways -----------------------------------------------------------
 
 
+def _item_fields(item: Item | LGItem) -> dict[str, Any]:
+    """The fields both libraries' items share (their constructors take the same names)."""
+    return {
+        "namespace": item.namespace,
+        "key": item.key,
+        "value": item.value,
+        "created_at": item.created_at,
+        "updated_at": item.updated_at,
+    }
+
+
 def to_langgraph_item(item: Item) -> LGItem:
     """A memlane ``Item``/``SearchItem`` as LangGraph's (same fields, tz-aware datetimes)."""
     if isinstance(item, SearchItem):
-        return LGSearchItem(
-            namespace=item.namespace,
-            key=item.key,
-            value=item.value,
-            created_at=item.created_at,
-            updated_at=item.updated_at,
-            score=item.score,
-        )
-    return LGItem(
-        value=item.value,
-        key=item.key,
-        namespace=item.namespace,
-        created_at=item.created_at,
-        updated_at=item.updated_at,
-    )
+        return LGSearchItem(**_item_fields(item), score=item.score)
+    return LGItem(**_item_fields(item))
 
 
 def from_langgraph_item(item: LGItem) -> Item:
     """A LangGraph ``Item``/``SearchItem`` as memlane's."""
     if isinstance(item, LGSearchItem):
-        return SearchItem(
-            namespace=item.namespace,
-            key=item.key,
-            value=item.value,
-            created_at=item.created_at,
-            updated_at=item.updated_at,
-            score=item.score,
-        )
-    return Item(
-        value=item.value,
-        key=item.key,
-        namespace=item.namespace,
-        created_at=item.created_at,
-        updated_at=item.updated_at,
-    )
+        return SearchItem(**_item_fields(item), score=item.score)
+    return Item(**_item_fields(item))
 
 
 def to_memlane_op(op: Any) -> Op:

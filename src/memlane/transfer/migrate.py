@@ -27,7 +27,7 @@ import anyio
 from memlane.store.ops import prepare_put
 from memlane.store.sqlite import SqliteStore
 from memlane.store.timestamps import to_micros
-from memlane.store.types import ImportItem, IndexConfig
+from memlane.store.types import IndexConfig
 from memlane.transfer.records import (
     Record,
     Skipped,
@@ -89,25 +89,17 @@ def _digest(encoded: bytes) -> bytes:
     return hashlib.blake2b(encoded, digest_size=16).digest()
 
 
-def _import_item(record: Record) -> ImportItem:
-    return ImportItem(
-        record.namespace, record.key, record.value, record.created_at, record.updated_at,
-        record.ttl_minutes, record.expires_at,
-    )
-
-
 async def _put_chunk(store: SqliteStore, records: list[Record]) -> list[Skipped]:
     """One atomic import for the chunk; if an embedding is refused, find which item by item."""
-    items = [_import_item(record) for record in records]
     try:
-        await store.aimport(items)
+        await store.aimport(records)
         return []
     except EmbeddingError:
         pass
     skipped: list[Skipped] = []
-    for record, item in zip(records, items, strict=True):
+    for record in records:
         try:
-            await store.aimport([item])
+            await store.aimport([record])
         except EmbeddingError as exc:
             skipped.append(Skipped(record.namespace, record.key, f"embedding failed: {exc}"))
     return skipped

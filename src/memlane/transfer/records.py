@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from memlane.store.types import ImportItem
+
 __all__ = ["EXPORT_FORMAT", "MissingDependencyError", "Record", "Skipped", "decode_row"]
 
 
@@ -22,17 +24,11 @@ class MissingDependencyError(ImportError):
 # ---- records -----------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class Record:
-    """One item as read from a source, with the timestamps and expiry to keep."""
+class Record(ImportItem):
+    """One item as read from a source, with the timestamps and expiry to keep. It is an
+    :class:`~memlane.store.types.ImportItem`, so ``SqliteStore.aimport`` takes it as is."""
 
-    namespace: tuple[str, ...]
-    key: str
-    value: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-    ttl_minutes: float | None = None
-    expires_at: datetime | None = None
+    __slots__ = ()
 
     def to_json(self) -> dict[str, Any]:
         """The JSONL form: LangGraph's ``Item.dict()`` plus the TTL fields."""

@@ -114,21 +114,9 @@ class JsonHttpClient:
         while True:
             try:
                 response = await client.post(url, content=payload, headers=self.headers)
-            except httpx.TimeoutException as exc:
+            except httpx.TransportError as exc:  # timeouts included: retried the same way
                 if attempt >= self.max_retries:
-                    raise ModelTimeoutError(
-                        f"{self.provider} did not answer within {self.timeout.read}s "
-                        f"at {url} (after {attempt + 1} attempts)"
-                    ) from exc
-                await anyio.sleep(self._delay(attempt, None))
-                attempt += 1
-                continue
-            except httpx.TransportError as exc:
-                if attempt >= self.max_retries:
-                    raise ModelConnectionError(
-                        f"cannot reach {self.provider} at {url}: {exc!r} "
-                        f"(after {attempt + 1} attempts)"
-                    ) from exc
+                    raise self._transport_error(exc, url, attempt) from exc
                 await anyio.sleep(self._delay(attempt, None))
                 attempt += 1
                 continue
@@ -153,6 +141,16 @@ class JsonHttpClient:
                 attempt += 1
                 continue
             raise self._error(response, attempt)
+
+    def _transport_error(
+        self, exc: httpx.TransportError, url: str, attempt: int
+    ) -> ModelTimeoutError | ModelConnectionError:
+        tries = f"(after {attempt + 1} attempts)"
+        if isinstance(exc, httpx.TimeoutException):
+            return ModelTimeoutError(
+                f"{self.provider} did not answer within {self.timeout.read}s at {url} {tries}"
+            )
+        return ModelConnectionError(f"cannot reach {self.provider} at {url}: {exc!r} {tries}")
 
     def _error(self, response: httpx.Response, attempt: int) -> ModelAPIError:
         try:
