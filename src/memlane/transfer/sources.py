@@ -9,7 +9,7 @@ import importlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -90,13 +90,7 @@ class LangGraphSqliteSource:
         return int(self._conn.execute("SELECT COUNT(*) FROM store").fetchone()[0])
 
     def records(self) -> Iterator[Record | Skipped]:
-        cursor = self._conn.execute(
-            f"SELECT prefix, key, value, created_at, updated_at, {self._ttl}, {self._expires}"
-            f" FROM store ORDER BY prefix, key"
-        )
-        for prefix, key, value, created, updated, ttl, expires in cursor:
-            namespace = tuple(str(prefix).split("."))
-            yield decode_row(namespace, key, value, created, updated, ttl, expires)
+        yield from _store_rows(self._conn.execute(_store_query(self._ttl, self._expires)))
 
     def close(self) -> None:
         self._conn.close()
@@ -135,16 +129,26 @@ class LangGraphPostgresSource:
     def records(self) -> Iterator[Record | Skipped]:
         with self._conn.cursor(name="memlane_migrate") as cursor:
             cursor.itersize = self._fetch_size
-            cursor.execute(
-                f"SELECT prefix, key, value, created_at, updated_at, {self._ttl},"
-                f" {self._expires} FROM store ORDER BY prefix, key"
-            )
-            for prefix, key, value, created, updated, ttl, expires in cursor:
-                namespace = tuple(str(prefix).split("."))
-                yield decode_row(namespace, key, value, created, updated, ttl, expires)
+            cursor.execute(_store_query(self._ttl, self._expires))
+            yield from _store_rows(cursor)
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _store_query(ttl_column: str, expires_column: str) -> str:
+    """LangGraph's ``store`` table, the same on SQLite and Postgres (older schemas lack the
+    TTL columns: the sources pass ``NULL`` for them)."""
+    return (
+        f"SELECT prefix, key, value, created_at, updated_at, {ttl_column}, {expires_column}"
+        " FROM store ORDER BY prefix, key"
+    )
+
+
+def _store_rows(rows: Iterable[Sequence[Any]]) -> Iterator[Record | Skipped]:
+    for prefix, key, value, created, updated, ttl, expires in rows:
+        namespace = tuple(str(prefix).split("."))
+        yield decode_row(namespace, key, value, created, updated, ttl, expires)
 
 
 def _redact(url: str) -> str:
