@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Sequence
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -92,3 +93,24 @@ async def make_store(
         factory.backend = backend  # type: ignore[attr-defined]
         yield factory  # type: ignore[misc]
 
+
+def run_in_threads(work: Callable[[int], object], count: int) -> None:
+    """``work(0..count-1)`` in ``count`` threads started together; re-raise the first error
+    (an exception in a plain thread would otherwise only be printed)."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(count)
+
+    def run(n: int) -> None:
+        try:
+            start.wait()
+            work(n)
+        except BaseException as exc:  # reported below, in the test's own thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]

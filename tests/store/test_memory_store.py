@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 
 import pytest
-from tests.conftest import KEYWORD_DIMS, FakeClock, keyword_embed
+from tests.conftest import KEYWORD_DIMS, FakeClock, keyword_embed, run_in_threads
 
 from memlane import IndexConfig, InMemoryStore, StoreClosedError, TTLConfig
 
@@ -28,26 +27,14 @@ def test_many_threads_write_and_read_at_once() -> None:
     store = InMemoryStore(
         index=IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
     )
-    errors: list[BaseException] = []
-    start = threading.Barrier(8)
-
     def work(thread: int) -> None:
-        try:
-            start.wait()
-            for n in range(200):
-                store.put(("t", str(thread)), f"k{n}", {"text": "apple dog", "n": n})
-                if n % 20 == 0:
-                    store.search(("t",), query="apple", limit=5)
-                    store.delete(("t", str(thread)), f"k{n - 1}")
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        for n in range(200):
+            store.put(("t", str(thread)), f"k{n}", {"text": "apple dog", "n": n})
+            if n % 20 == 0:
+                store.search(("t",), query="apple", limit=5)
+                store.delete(("t", str(thread)), f"k{n - 1}")
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    run_in_threads(work, 8)
     per_thread = 200 - len(range(20, 200, 20))  # k{n-1} deleted for n = 20, 40, ...
     assert len(store.search(("t",), limit=10_000)) == 8 * per_thread
     assert len(store.search(("t",), query="apple", limit=10_000)) == 8 * per_thread

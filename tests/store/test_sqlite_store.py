@@ -8,14 +8,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
 import pytest
-from tests.conftest import KEYWORD_DIMS, FakeClock, keyword_embed
+from tests.conftest import KEYWORD_DIMS, FakeClock, keyword_embed, run_in_threads
 
 from memlane import (
     ImportItem,
@@ -385,20 +384,7 @@ def test_open_sync_serves_scripts_without_a_loop(tmp_path: Path) -> None:
     path = tmp_path / "sync.db"
     with SqliteStore.open_sync(path, index=INDEX) as store:
         store.put(("docs",), "a", {"text": "jazz music"})
-        errors: list[BaseException] = []
-
-        def worker(n: int) -> None:
-            try:
-                store.put(("docs",), f"t{n}", {"text": "rock"})
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert not errors
+        run_in_threads(lambda n: store.put(("docs",), f"t{n}", {"text": "rock"}), 8)
         assert [hit.key for hit in store.search(("docs",), query="jazz", limit=1)] == ["a"]
         assert len(store.search(("docs",), limit=100)) == 9
     with pytest.raises(StoreClosedError):
