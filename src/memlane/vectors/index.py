@@ -53,12 +53,12 @@ from memlane.vectors.directory import Directory
 from memlane.vectors.scoring import best_per_item, canonical, top
 from memlane.vectors.storage import (
     ALIVE,
-    CHUNK_ROWS,
     LOCAL_MASK,
     SHIFT,
     Chunk,
     Snapshot,
     block_rows,
+    chunk_rows_for,
 )
 
 __all__ = ["NUMPY_MAX_ROWS", "SearchRequest", "VectorIndex"]
@@ -127,21 +127,24 @@ class VectorIndex:
 
     Vectors are expected L2-normalised float32 (the embedder guarantees it); ids are the
     store's non-negative int64 item ids. Any number of threads may search while one
-    thread at a time writes. ``chunk_rows`` sets the chunk capacity (tests use small ones);
-    ``background`` lets background threads compact mostly-dead chunks and (re)build the
-    approximate graph; ``ann`` (``AnnConfig`` or its dict) enables that graph.
+    thread at a time writes. ``chunk_rows`` sets the chunk capacity (default ~192 MiB of
+    vectors; tests use small ones); ``background`` lets background threads compact
+    mostly-dead chunks and (re)build the approximate graph; ``ann`` (``AnnConfig`` or its
+    dict) enables that graph.
     """
 
     def __init__(
         self,
         dims: int,
         *,
-        chunk_rows: int = CHUNK_ROWS,
+        chunk_rows: int | None = None,
         background: bool = True,
         ann: AnnConfig | dict[str, Any] | None = None,
     ) -> None:
         if isinstance(dims, bool) or not isinstance(dims, int) or dims <= 0:
             raise ValueError(f"dims must be a positive int, got {dims!r}")
+        if chunk_rows is None:
+            chunk_rows = chunk_rows_for(dims)
         if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
             raise ValueError(f"chunk_rows must be a positive int, got {chunk_rows!r}")
         self.dims = dims
