@@ -79,3 +79,16 @@ async def test_cancelled_caller_leaves_the_others_served() -> None:
     assert [d for i, d in enumerate(done) if i != 2] == [
         index.search(q, 5) for i, q in enumerate(queries) if i != 2
     ]
+
+
+async def test_searches_after_every_queued_caller_was_cancelled_still_run() -> None:
+    index, rng = make_index()
+    coalescer = SearchCoalescer(index, workers=1, inline_rows=0, idle_inline_rows=0)
+    queries = unit(rng.standard_normal((5, DIMS)))
+    first = asyncio.ensure_future(coalescer.search(queries[0], 5))
+    queued = [asyncio.ensure_future(coalescer.search(q, 5)) for q in queries[1:4]]
+    await asyncio.sleep(0)  # the first runs, the others wait in the queue
+    for task in queued:
+        task.cancel()
+    assert await first == index.search(queries[0], 5)
+    assert await coalescer.search(queries[4], 5) == index.search(queries[4], 5)

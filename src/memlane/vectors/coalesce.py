@@ -10,12 +10,14 @@ arrive while every worker is busy wait in a queue, and the next worker to finish
 the whole queue as one batch. A second worker starts only beside small batches: a batch
 of 16 or more takes FAISS's BLAS path, which keeps both cores busy by itself. So a quiet
 server answers each query without delay and a busy one batches exactly as much as the
-load provides. Batches run in worker threads under a dedicated ``CapacityLimiter`` (one
-slot per core by default, each batch one OpenMP thread), so searches cannot take every
-thread from other work (embeddings, tools). Searches that scan few rows (one user's
-namespace) run inline: a thread hop would cost more than the scan; so do searches of up
-to ``IDLE_INLINE_ROWS`` rows while nothing else is in flight (a lone query on a small
-store).
+load provides. Batches run in the coalescer's own pool of worker threads (one per core by
+default, each batch one OpenMP thread), so searches cannot take every thread from other
+work (embeddings, tools). A batch is handed to a worker from the caller's own turn of the
+event loop and its results come back in one callback: a search waits for the loop twice,
+which matters when thousands of other tasks are ready on every turn. Searches that scan
+few rows (one user's namespace) run inline: a thread hop would cost more than the scan;
+so do searches of up to ``IDLE_INLINE_ROWS`` rows while nothing else is in flight (a lone
+query on a small store).
 
 Each caller gets exactly its lone-query result (``VectorIndex.search_many`` guarantees
 it), and its own exception if its request fails. A caller that is cancelled stops waiting;
@@ -25,12 +27,12 @@ its batch still runs for the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import anyio
-import anyio.to_thread
 import numpy as np
 
 from memlane.vectors.index import SearchRequest, VectorIndex
@@ -53,21 +55,23 @@ _MAX_BATCH = 256
 _BLAS_BATCH = 16
 
 
+Waiter = tuple[SearchRequest, "asyncio.Future[Hits]"]
+Outcome = Hits | BaseException
+
+
 @dataclass
 class _LoopState:
-    """Per event loop: the queue, the running batches and the limiter."""
+    """Per event loop: the queue and the running batches."""
 
-    limiter: anyio.CapacityLimiter
-    queue: list[tuple[SearchRequest, asyncio.Future[Hits]]] = field(default_factory=list)
+    queue: list[Waiter] = field(default_factory=list)
     running: int = 0
     running_big: int = 0  # running batches of _BLAS_BATCH queries or more
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class SearchCoalescer:
     """Async front of a :class:`VectorIndex` that batches concurrent searches.
 
-    ``workers``: batches that may run at once (threads taken from the limiter).
+    ``workers``: batches that may run at once (threads of the coalescer's own pool).
     ``threads``: OpenMP threads per batch. ``inline_rows``/``idle_inline_rows``: searches
     scanning fewer rows run on the caller's thread (always / when nothing is in flight).
     """
@@ -93,24 +97,32 @@ class SearchCoalescer:
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
+        # The dedicated pool is the limiter: searches never take threads other work needs.
+        # Its threads start on the first offloaded search and end with the coalescer.
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="memlane-search")
 
     async def search(
         self, query: np.ndarray, k: int, candidates: np.ndarray | None = None
     ) -> Hits:
-        """The index's exact top ``k`` for ``query`` (within ``candidates`` if given)."""
+        """The index's exact top ``k`` for ``query`` (within ``candidates`` if given).
+
+        Always suspends once: an inline search yields to the loop after it ran.
+        """
         request = SearchRequest(np.asarray(query, dtype=np.float32), k, candidates)
         cost = self.index.search_cost(candidates)
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is None:
-            state = self._states[loop] = _LoopState(anyio.CapacityLimiter(self.workers))
+            state = self._states[loop] = _LoopState()
         idle = not state.running and not state.queue
         if cost <= self.inline_rows or (idle and cost <= self.idle_inline_rows):
-            return self.index.search_many([request])[0]
+            found = self.index.search_many([request])[0]
+            await asyncio.sleep(0)
+            return found
         future: asyncio.Future[Hits] = loop.create_future()
         state.queue.append((request, future))
         if self._may_launch(state):
-            self._launch(state)
+            self._launch(loop, state)
         return await future
 
     def _may_launch(self, state: _LoopState) -> bool:
@@ -122,60 +134,57 @@ class SearchCoalescer:
             return True
         return state.running_big == 0 and len(state.queue) < _BLAS_BATCH
 
-    def _launch(self, state: _LoopState) -> None:
-        batch = state.queue[: self.max_batch]
-        del state.queue[: self.max_batch]
+    def _launch(self, loop: asyncio.AbstractEventLoop, state: _LoopState) -> None:
+        """Hand the queue's head to a worker now, from the caller's own turn of the loop:
+        under load every extra turn waits behind every other ready task."""
+        batch: list[Waiter] = []
+        while state.queue and not batch:  # skip the callers cancelled while queued
+            batch = [(r, f) for r, f in state.queue[: self.max_batch] if not f.done()]
+            del state.queue[: self.max_batch]
+        if not batch:
+            return
         state.running += 1
         big = len(batch) >= _BLAS_BATCH
         state.running_big += big
-        task = asyncio.get_running_loop().create_task(self._run(state, batch, big))
-        state.tasks.add(task)
-        task.add_done_callback(state.tasks.discard)
+        self.batches += 1
+        self.batched_queries += len(batch)
+        self._pool.submit(self._run, loop, state, batch, big)
 
-    async def _run(
-        self,
-        state: _LoopState,
-        batch: list[tuple[SearchRequest, asyncio.Future[Hits]]],
-        big: bool,
+    def _run(
+        self, loop: asyncio.AbstractEventLoop, state: _LoopState, batch: list[Waiter], big: bool
     ) -> None:
+        """In a worker: answer the batch, then hand the outcomes back to the loop."""
+        outcomes: list[Outcome]
         try:
-            live = [(request, future) for request, future in batch if not future.done()]
-            if not live:
-                return
-            self.batches += 1
-            self.batched_queries += len(live)
-            requests = [request for request, _ in live]
-            try:
-                results = await anyio.to_thread.run_sync(
-                    self.index.search_many, requests, self.threads, limiter=state.limiter
-                )
-            except Exception as exc:
-                if len(live) > 1:  # find whose request failed: retry each alone
-                    await self._one_by_one(state, live)
-                    return
-                if not live[0][1].done():
-                    live[0][1].set_exception(exc)
-                return
-            for (_, future), found in zip(live, results, strict=True):
-                if not future.done():
-                    future.set_result(found)
-        finally:
-            state.running -= 1
-            state.running_big -= big
-            if self._may_launch(state):
-                self._launch(state)
+            outcomes = list(self.index.search_many([r for r, _ in batch], self.threads))
+        except Exception as exc:
+            outcomes = [exc] if len(batch) == 1 else [self._alone(r) for r, _ in batch]
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(self._deliver, loop, state, batch, big, outcomes)
 
-    async def _one_by_one(
-        self, state: _LoopState, live: list[tuple[SearchRequest, asyncio.Future[Hits]]]
+    def _alone(self, request: SearchRequest) -> Outcome:
+        """After a failed batch: one request on its own, so only a bad one fails."""
+        try:
+            return self.index.search_many([request], self.threads)[0]
+        except Exception as exc:
+            return exc
+
+    def _deliver(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        state: _LoopState,
+        batch: list[Waiter],
+        big: bool,
+        outcomes: list[Outcome],
     ) -> None:
-        for request, future in live:
-            try:
-                found = await anyio.to_thread.run_sync(
-                    self.index.search_many, [request], self.threads, limiter=state.limiter
-                )
-            except Exception as exc:
-                if not future.done():
-                    future.set_exception(exc)
+        state.running -= 1
+        state.running_big -= big
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue  # the caller was cancelled
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
             else:
-                if not future.done():
-                    future.set_result(found[0])
+                future.set_result(outcome)
+        if self._may_launch(state):
+            self._launch(loop, state)
