@@ -29,6 +29,7 @@ import numpy as np
 
 from memlane.store.indexing import Indexer
 from memlane.store.ops import PreparedPut
+from memlane.store.settle import settle_fairly
 from memlane.store.sqlite.codec import encode_namespace
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.mailbox import Mailbox, MailboxClosed
@@ -295,16 +296,10 @@ class Writer:
         self._apply_to_index(changes)
         self.batches += 1
         await self._checkpoint_if_due(changes, batch.survivors)
-        for n, request in enumerate(writes):
-            if request.future.done():
-                continue  # the caller was cancelled; its write is committed regardless
-            if n in failed:
-                request.future.set_exception(failed[n])
-            else:
-                request.future.set_result(None)
         for sweep in batch.sweeps:
             if not sweep.future.done():
                 sweep.future.set_result(changes.swept)
+        await settle_fairly([(request.future, failed.get(n)) for n, request in enumerate(writes)])
 
     # ---- embedding -----------------------------------------------------------------------
 
