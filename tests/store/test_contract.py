@@ -498,6 +498,66 @@ async def test_one_embed_call_per_batch(make_store: StoreFactory) -> None:
     assert embed.calls == [20]
 
 
+async def test_concurrent_puts_all_land_and_share_embed_calls(make_store: StoreFactory) -> None:
+    embed = CountingEmbed()
+    store = await make_store(index=IndexConfig(dims=KEYWORD_DIMS, embed=embed, fields=["text"]))
+
+    async def writer(task: int) -> None:
+        for n in range(5):
+            await store.aput(("w", str(task % 4)), f"{task}-{n}", {"text": "apple", "n": n})
+
+    async with anyio.create_task_group() as tasks:
+        for task in range(100):
+            tasks.start_soon(writer, task)
+    assert sum(embed.calls) == 500
+    assert len(embed.calls) <= 500 / 5, "puts arriving together are embedded together"
+    assert len(await store.asearch(("w",), query="apple", limit=1000)) == 500
+    item = await store.aget(("w", "3"), "99-4")
+    assert item is not None and item.value == {"text": "apple", "n": 4}
+
+
+async def test_an_embed_failure_among_concurrent_puts_fails_only_its_caller(
+    make_store: StoreFactory,
+) -> None:
+    calls: list[int] = []
+
+    def embed(texts: Sequence[str]) -> list[list[float]]:
+        calls.append(len(texts))
+        if "poison" in texts:
+            raise RuntimeError("the model refused 'poison'")
+        return keyword_embed(texts)
+
+    store = await make_store(index=IndexConfig(dims=KEYWORD_DIMS, embed=embed, fields=["text"]))
+    outcomes: dict[str, BaseException | None] = {}
+
+    async def put(key: str, text: str) -> None:
+        try:
+            await store.aput(("ns",), key, {"text": text})
+            outcomes[key] = None
+        except Exception as exc:
+            outcomes[key] = exc
+
+    async with anyio.create_task_group() as tasks:
+        for n in range(50):
+            tasks.start_soon(put, f"k{n}", "poison" if n == 25 else "apple")
+    assert isinstance(outcomes.pop("k25"), RuntimeError)
+    assert all(outcome is None for outcome in outcomes.values())
+    assert await store.aget(("ns",), "k25") is None
+    assert len(await store.asearch(("ns",), query="apple", limit=100)) == 49
+    assert max(calls) > 1, "the healthy puts were embedded together"
+
+
+async def test_cancelled_writers_leave_the_store_working(make_store: StoreFactory) -> None:
+    store = await make_store(index=KEYWORD_INDEX)
+    with anyio.move_on_after(0.05):
+        async with anyio.create_task_group() as tasks:
+            for n in range(2_000):
+                tasks.start_soon(store.aput, ("ns",), f"k{n}", {"text": "apple"})
+    await store.aput(("ns",), "after", {"text": "dog"})
+    hits = await store.asearch(("ns",), query="dog", limit=1)
+    assert [hit.key for hit in hits] == ["after"]
+
+
 @pytest.mark.parametrize(
     ("bad_vector", "named"),
     [

@@ -67,3 +67,26 @@ def test_sweep_expired_reports_how_many_it_deleted() -> None:
     assert store.sweep_expired() == 3
     assert len(store) == 2
     assert store.sweep_expired() == 0
+
+
+def test_event_loops_in_several_threads_write_concurrently() -> None:
+    """Each loop gets its own write batches; none sees another's futures."""
+    import asyncio
+
+    store = InMemoryStore(
+        index=IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+    )
+
+    def work(thread: int) -> None:
+        async def main() -> None:
+            async def writer(task: int) -> None:
+                for n in range(10):
+                    await store.aput(("t", str(thread)), f"{task}-{n}", {"text": "apple"})
+
+            await asyncio.gather(*(writer(task) for task in range(50)))
+
+        asyncio.run(main())
+
+    run_in_threads(work, 4)
+    assert len(store) == 4 * 50 * 10
+    assert len(store.search(("t", "2"), query="apple", limit=1000)) == 500

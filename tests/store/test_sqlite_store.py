@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -136,37 +135,6 @@ async def test_thousands_of_concurrent_puts_all_land_in_few_batches(tmp_path: Pa
         for shard in range(10):
             total += len(await store.asearch(("w", str(shard)), limit=1000))
         assert total == 4_000
-
-
-async def test_an_embed_failure_fails_only_its_own_put(tmp_path: Path) -> None:
-    calls: list[int] = []
-
-    def embed(texts: Sequence[str]) -> list[list[float]]:
-        calls.append(len(texts))
-        if "poison" in texts:
-            raise RuntimeError("the model refused 'poison'")
-        return keyword_embed(texts)
-
-    index = IndexConfig(dims=KEYWORD_DIMS, embed=embed, fields=["text"])
-    async with SqliteStore.open(tmp_path / "p.db", index=index) as store:
-        outcomes: dict[str, BaseException | None] = {}
-
-        async def put(key: str, text: str) -> None:
-            try:
-                await store.aput(("ns",), key, {"text": text})
-                outcomes[key] = None
-            except Exception as exc:
-                outcomes[key] = exc
-
-        async with anyio.create_task_group() as tasks:
-            for n in range(50):
-                tasks.start_soon(put, f"k{n}", "poison" if n == 25 else "apple")
-        assert isinstance(outcomes.pop("k25"), RuntimeError)
-        assert all(outcome is None for outcome in outcomes.values())
-        assert await store.aget(("ns",), "k25") is None
-        hits = await store.asearch(("ns",), query="apple", limit=100)
-        assert len(hits) == 49
-        assert max(calls) > 1, "the healthy puts were embedded together"
 
 
 async def test_a_transaction_failure_fails_only_the_offending_caller(tmp_path: Path) -> None:

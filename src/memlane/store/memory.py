@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 
 from memlane.store.base import BaseStore
+from memlane.store.combiner import WriteCombiner
 from memlane.store.indexing import Indexer, PutVectors
 from memlane.store.namespaces import list_matching_namespaces
 from memlane.store.ops import (
@@ -97,6 +98,17 @@ class _Plan:
     query_rows: dict[int, str] = field(default_factory=dict)
 
 
+def _embedding_error(plan: _Plan, outcomes: list[PutVectors]) -> EmbeddingError | None:
+    """The error for a plan with a put that cannot be embedded (nothing of it is applied)."""
+    for put, outcome in zip(plan.writes, outcomes, strict=False):
+        if outcome.error:
+            return EmbeddingError(
+                f"cannot index the put to {put.namespace!r}/{put.key!r}: {outcome.error}; "
+                f"nothing in this batch was applied"
+            )
+    return None
+
+
 @dataclass(slots=True)
 class _VectorJob:
     """A query search between its locked phases: candidates in, hits out."""
@@ -137,6 +149,7 @@ class InMemoryStore(BaseStore):
         # every prefix of every namespace -> the namespaces under it (scoped searches)
         self._under: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
         self._coalescer = SearchCoalescer(self._vectors) if self._vectors is not None else None
+        self._combiner: WriteCombiner[_Plan] = WriteCombiner(self._write_batch)
         self._index_puts: dict[int, np.ndarray] = {}  # index changes of the running batch
         self._index_drops: list[int] = []
         self._by_id: dict[int, _Record] = {}
@@ -173,20 +186,22 @@ class InMemoryStore(BaseStore):
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         plan = self._plan(ops)
-        # Every call yields to the loop once, even when all it does is quick and inline:
-        # a task looping ``await store.aput(...)`` must not starve the loop's other tasks.
-        await asyncio.sleep(0)
-        embedded = None
+        if plan.ops and all(isinstance(op, PreparedPut) for op in plan.ops):
+            # Writes only (the usual aput): one batch with everyone else writing now.
+            await self._combiner.submit(plan)
+            return [None] * len(plan.ops)
+        vector_reads = bool(plan.query_rows) and not plan.writes and self._indexer is not None
+        if not vector_reads:
+            # Every call yields to the loop once, even when all it does is quick and inline:
+            # a task looping ``await store.aget(...)`` must not starve the loop's other tasks.
+            # (A vector search yields inside the coalescer: no extra turn of a busy loop.)
+            await asyncio.sleep(0)
+        outcomes: list[PutVectors] = []
         queries: dict[int, np.ndarray] = {}
         if self._indexer is not None:
-            embed_plan = self._indexer.plan(list(zip(plan.writes, plan.values, strict=True)))
-            if embed_plan.texts:
-                embedded = await self._indexer.embedder.aembed_texts(embed_plan.texts)
-            outcomes = embed_plan.split(embedded, self._indexer.dims)
+            outcomes = await self._aembed_puts(plan)
             for row, text in plan.query_rows.items():
                 queries[row] = await self._indexer.embedder.aembed_query(text)
-        else:
-            outcomes = []
         if queries and not plan.writes:
             results, jobs = self._start_reads(plan, queries)
             while jobs:
@@ -201,6 +216,53 @@ class InMemoryStore(BaseStore):
                 jobs = self._finish_reads(results, jobs, hits)
             return results
         return self._execute(plan, outcomes, queries)
+
+    async def _aembed_puts(self, plan: _Plan) -> list[PutVectors]:
+        """The vectors of ``plan``'s writes, from one embed call."""
+        assert self._indexer is not None
+        embed_plan = self._indexer.plan(list(zip(plan.writes, plan.values, strict=True)))
+        embedded = None
+        if embed_plan.texts:
+            embedded = await self._indexer.embedder.aembed_texts(embed_plan.texts)
+        return embed_plan.split(embedded, self._indexer.dims)
+
+    async def _write_batch(self, plans: list[_Plan]) -> list[BaseException | None]:
+        """Run the combiner's batch: one embed call, one lock round, one index update.
+
+        A request whose texts cannot be embedded fails alone; if the shared embed call
+        itself raises, each request is embedded on its own to find the one at fault.
+        """
+        errors: list[BaseException | None] = [None] * len(plans)
+        outcomes: list[list[PutVectors]] = [[] for _ in plans]
+        if self._indexer is not None:
+            merged = _Plan([], [w for p in plans for w in p.writes],
+                           [v for p in plans for v in p.values])
+            try:
+                flat = await self._aembed_puts(merged)
+            except Exception:
+                for n, plan in enumerate(plans):
+                    try:
+                        outcomes[n] = await self._aembed_puts(plan)
+                    except Exception as exc:
+                        errors[n] = exc
+            else:
+                start = 0
+                for n, plan in enumerate(plans):
+                    outcomes[n] = flat[start : start + len(plan.writes)]
+                    start += len(plan.writes)
+            for n, plan in enumerate(plans):
+                errors[n] = errors[n] or _embedding_error(plan, outcomes[n])
+        with self._lock:
+            if self._closed:
+                return [StoreClosedError("this InMemoryStore is closed") for _ in plans]
+            now = self._clock.now()
+            try:
+                for n, plan in enumerate(plans):
+                    if errors[n] is None:
+                        self._apply_plan(plan, outcomes[n], now)
+            finally:
+                self._flush_index()
+        return errors
 
     # ---- planning and execution ----------------------------------------------------------
 
@@ -222,13 +284,9 @@ class InMemoryStore(BaseStore):
     def _execute(
         self, plan: _Plan, outcomes: list[PutVectors], queries: dict[int, np.ndarray]
     ) -> list[Result]:
-        failed = [(put, out) for put, out in zip(plan.writes, outcomes, strict=False) if out.error]
-        if failed:
-            put, outcome = failed[0]
-            raise EmbeddingError(
-                f"cannot index the put to {put.namespace!r}/{put.key!r}: {outcome.error}; "
-                f"nothing in this batch was applied"
-            )
+        error = _embedding_error(plan, outcomes)
+        if error is not None:
+            raise error
         with self._lock:
             self._check_open()
             now = self._clock.now()
@@ -243,12 +301,15 @@ class InMemoryStore(BaseStore):
                 else:
                     results.append(None)
             try:
-                for index, put in enumerate(plan.writes):
-                    vectors = outcomes[index].vectors if outcomes else None
-                    self._apply(put, plan.values[index], vectors, now)
+                self._apply_plan(plan, outcomes, now)
             finally:
                 self._flush_index()
             return results
+
+    def _apply_plan(self, plan: _Plan, outcomes: list[PutVectors], now: float) -> None:
+        for index, put in enumerate(plan.writes):
+            vectors = outcomes[index].vectors if outcomes else None
+            self._apply(put, plan.values[index], vectors, now)
 
     def _apply(
         self, put: PreparedPut, value: dict[str, Any], vectors: np.ndarray | None, now: float
