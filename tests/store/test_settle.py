@@ -33,9 +33,9 @@ async def test_other_tasks_run_between_slices_and_each_caller_gets_its_outcome()
     outcomes = [(f, KeyError(n) if n % 7 == 0 else None) for n, f in enumerate(futures)]
     settling = asyncio.ensure_future(settle_fairly(outcomes))
     await asyncio.sleep(0)  # the first slice is resolved
-    asyncio.ensure_future(bystander())
+    side = asyncio.ensure_future(bystander())
     await settling
-    await asyncio.gather(*callers)
+    await asyncio.gather(*callers, side)
     assert woken.count("error") == len(range(0, count, 7))
     assert woken.count("ok") == count - woken.count("error")
     assert woken.index("bystander") < count, "the bystander ran before the last slice woke"
