@@ -5,8 +5,8 @@ future. The writer takes everything waiting (up to ``max_batch``), and for that 
 
 1. embeds all new texts in one call (per request only to isolate a failing one);
 2. coalesces ops on the same key (the last wins);
-3. commits everything in one ``BEGIN IMMEDIATE`` transaction, one thread hop;
-4. applies the committed changes to the vector index;
+3. commits everything in one ``BEGIN IMMEDIATE`` transaction, one thread hop, and
+4. applies the committed changes to the vector index on that same thread;
 5. resolves each caller's future, so an acknowledged write is visible to every reader.
 
 One bad request fails only its own caller: a failed embed call or transaction is retried
@@ -293,7 +293,6 @@ class Writer:
                 changes = await self._commit_one_by_one(
                     batch.entries, failed, batch.touches, batch.sweeps, now
                 )
-        self._apply_to_index(changes)
         self.batches += 1
         await self._checkpoint_if_due(changes, batch.survivors)
         for sweep in batch.sweeps:
@@ -363,11 +362,14 @@ class Writer:
                     changes.removed.extend(swept)
                     changes.swept = len(swept)
                 raw.execute("COMMIT")
-                return changes
             except BaseException:
                 if raw.in_transaction:
                     raw.execute("ROLLBACK")
                 raise
+            # Mirrored here, on the connection's thread: the event loop stays free for
+            # other tasks meanwhile (the index takes writes from any thread).
+            self._apply_to_index(changes)
+            return changes
 
         if self._inline_max and len(entries) + len(touches) <= self._inline_max and not sweep:
             # A small batch commits in microseconds: less than the thread hop would cost.
