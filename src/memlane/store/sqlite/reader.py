@@ -200,8 +200,11 @@ class Readers:
         """Filter-only (newest first) or ranked by ``query`` when the store has an index."""
         if not is_storable(op.namespace_prefix):
             return []
-        if self._inline is not None:
-            await asyncio.sleep(0)  # a checkpoint, as a hop would be: no task hogs the loop
+        whole_store = not op.namespace_prefix and op.filter.is_empty
+        if self._inline is not None and not (whole_store and self._coalescer and query is not None):
+            # A checkpoint, as a hop would be: no task hogs the loop. (A whole-store vector
+            # search always suspends in the coalescer: no extra turn behind busy writers.)
+            await asyncio.sleep(0)
         now = self._clock.now()
         if self._coalescer is None or query is None:
             found = await self._read(lambda raw: _filter_search(raw, op, now))
