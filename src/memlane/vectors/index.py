@@ -727,13 +727,25 @@ def _gather(snap: Snapshot, rows: I64, field: str, groups: _Groups | None = None
     return out
 
 
+# numpy's fancy indexing gives up the GIL even to copy a few rows, and winning it back
+# costs up to the interpreter's switch interval (5 ms) while the event loop is busy: that
+# was one of the two GIL waits of a whole-store search. Few rows are copied one by one.
+_FEW_ROWS = 512
+
+
+def _take_rows(vecs: F32, local: I64) -> F32:
+    if len(local) > _FEW_ROWS or not len(local):
+        picked: F32 = vecs[local]
+        return picked
+    return np.stack([vecs[row] for row in local.tolist()])
+
+
 def _gather_vecs(snap: Snapshot, rows: I64, groups: _Groups | None = None) -> F32:
     slot = _one_slot(rows)
     if slot >= 0:
         chunk = snap.chunks[slot]
         assert chunk is not None
-        picked: F32 = chunk.vecs[rows & LOCAL_MASK]
-        return picked
+        return _take_rows(chunk.vecs, rows & LOCAL_MASK)
     groups = groups if groups is not None else _groups(rows)
     first = snap.chunks[groups[0][0]]
     assert first is not None
@@ -741,7 +753,7 @@ def _gather_vecs(snap: Snapshot, rows: I64, groups: _Groups | None = None) -> F3
     for slot, where, local in groups:
         chunk = snap.chunks[slot]
         assert chunk is not None
-        out[where] = chunk.vecs[local]
+        out[where] = _take_rows(chunk.vecs, local)
     return out
 
 

@@ -20,14 +20,26 @@ def canonical(block: F32, q: F32) -> F32:
     return (block.astype(np.float64) @ q.astype(np.float64)).astype(np.float32)
 
 
+# Below this many candidates ``top`` sorts in Python: numpy's sorts give up the GIL, and
+# winning it back costs up to the interpreter's switch interval while the loop is busy.
+_PYTHON_SORT_MAX = 256
+
+
 def top(items: I64, scores: F32, k: int) -> list[tuple[int, float]]:
     """The k best (item, score), best first, ties by smaller item id."""
+    if len(items) <= _PYTHON_SORT_MAX:
+        pairs = sorted(zip(scores.tolist(), items.tolist(), strict=True), key=_best_first)
+        return [(item, score) for score, item in pairs[:k]]
     if len(items) > k:
         kth = np.partition(scores, len(scores) - k)[len(scores) - k]
         keep = scores >= kth  # keeps every tie with the k-th score
         items, scores = items[keep], scores[keep]
     order = np.lexsort((items, -scores))[:k]
     return list(zip(items[order].tolist(), scores[order].astype(np.float64).tolist(), strict=True))
+
+
+def _best_first(pair: tuple[float, int]) -> tuple[float, int]:
+    return -pair[0], pair[1]
 
 
 def best_per_item(owners: I64, scores: F32) -> tuple[I64, F32]:
