@@ -97,6 +97,7 @@ class Snapshot:
     chunks: tuple[Chunk | None, ...]
     lengths: tuple[int, ...]
     version: int
+    single: bool = True  # every item has exactly one row (no max-pooling, no counts)
 
     @property
     def rows(self) -> int:
