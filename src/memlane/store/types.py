@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any, Literal, NamedTuple, TypeAlias
+from typing import Any, Literal, NamedTuple, Self, TypeAlias
 
 __all__ = [
     "NOT_PROVIDED",
@@ -82,7 +82,7 @@ class Item:
         namespace: tuple[str, ...],
         created_at: datetime,
         updated_at: datetime,
-    ) -> Item:
+    ) -> Self:
         """Build from values a store already checked (skips the keyword-argument path)."""
         item = cls.__new__(cls)
         item.value, item.key, item.namespace = value, key, namespace
@@ -140,6 +140,21 @@ class SearchItem(Item):
             value=value, key=key, namespace=namespace, created_at=created_at, updated_at=updated_at
         )
         self.score = score
+
+    @classmethod
+    def _scored(
+        cls,
+        value: dict[str, Any],
+        key: str,
+        namespace: tuple[str, ...],
+        created_at: datetime,
+        updated_at: datetime,
+        score: float | None,
+    ) -> SearchItem:
+        """Build from values a store already checked (skips the keyword-argument path)."""
+        item = cls._trusted(value, key, namespace, created_at, updated_at)
+        item.score = score
+        return item
 
     def dict(self) -> dict[str, Any]:
         result = super().dict()
