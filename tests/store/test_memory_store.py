@@ -90,3 +90,23 @@ def test_event_loops_in_several_threads_write_concurrently() -> None:
     run_in_threads(work, 4)
     assert len(store) == 4 * 50 * 10
     assert len(store.search(("t", "2"), query="apple", limit=1000)) == 500
+
+
+@pytest.mark.anyio
+async def test_closing_with_writes_queued_fails_them_instead_of_hanging() -> None:
+    import asyncio
+
+    import anyio
+
+    store = InMemoryStore(
+        index=IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+    )
+    tasks = [
+        asyncio.ensure_future(store.aput(("ns",), f"k{n}", {"text": "apple"})) for n in range(300)
+    ]
+    await asyncio.sleep(0)  # every put is queued; the first batch may be running
+    store.close()
+    with anyio.fail_after(10):
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(o is None or isinstance(o, StoreClosedError) for o in outcomes)
+    assert any(isinstance(o, StoreClosedError) for o in outcomes)

@@ -5,7 +5,10 @@ lock round and a vector-index publication, one after another on the event loop. 
 each caller posts its checked request and awaits a future; one writer task per event
 loop takes everything waiting (no timer: a lone write runs at once, a burst becomes one
 batch, up to ``max_batch``), runs the batch through ``run_batch``, and resolves every
-caller with its own outcome. The task exits when the queue is empty and is started again
+caller with its own outcome. The default batch is small (64) because InMemoryStore applies
+a batch on the loop: beside 1,000 writers, batches of 1,000 held the loop for 10-20 ms at a
+time, and a search's p99 went from ~2x to ~20x its idle p99 (throughput was the same
+from batches of 32 up). The task exits when the queue is empty and is started again
 by the next write, so an idle store holds no task.
 
 ``run_batch`` gets the requests in arrival order and returns one entry per request:
