@@ -237,6 +237,31 @@ async def test_small_reads_run_inline_and_large_ones_go_to_the_pool(tmp_path: Pa
         assert inline.handed_off > handed_off
 
 
+async def test_crowds_keep_coalescing_and_a_lone_get_goes_inline_again(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path / "h.db") as store:
+        inline = store._readers._inline
+        assert inline is not None
+        await store.abatch([PutOp(("ns",), f"k{n}", {"n": n}) for n in range(300)])
+
+        async def reader(first: int) -> list[int]:
+            found = []
+            for n in range(first, 300, 50):
+                item = await store.aget(("ns",), f"k{n}")
+                assert item is not None
+                found.append(item.value["n"])
+            return found
+
+        hops = store.get_hops
+        results = await asyncio.gather(*(reader(first) for first in range(50)))
+        assert sorted(n for found in results for n in found) == list(range(300))
+        assert store.get_hops - hops <= 12, "six rounds of 50 gets: a few hops each"
+        # after the crowd: a lone get may take one hop, then lone gets run inline again
+        await store.aget(("ns",), "k1")
+        answered = inline.inline_reads
+        item = await store.aget(("ns",), "k2")
+        assert item is not None and inline.inline_reads == answered + 1
+
+
 async def test_reads_see_acknowledged_writes_immediately(tmp_path: Path) -> None:
     async with SqliteStore.open(tmp_path / "r.db", index=INDEX) as store:
 
