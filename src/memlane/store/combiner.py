@@ -45,6 +45,22 @@ class _Queue(Generic[R]):
     task: asyncio.Task[None] | None = None
 
 
+def _after(queue: _Queue[R], task: asyncio.Task[None]) -> None:
+    """A task cancelled before its first step never ran its ``finally``: do it here."""
+    if queue.task is task:
+        queue.task = None
+        _fail_waiting(queue)
+
+
+def _fail_waiting(queue: _Queue[R]) -> None:
+    """Fail what a stopped task left queued: only a cancelled task (a loop shutting down)
+    leaves requests behind, and their callers must not wait forever."""
+    while queue.waiting:
+        _, future = queue.waiting.popleft()
+        if not future.done():
+            future.set_exception(RuntimeError("the store's write task was cancelled"))
+
+
 class WriteCombiner(Generic[R]):
     """Posts requests to a per-loop writer task that runs them in batches."""
 
@@ -67,8 +83,10 @@ class WriteCombiner(Generic[R]):
             queue = self._queues[loop] = _Queue()
         future: asyncio.Future[None] = loop.create_future()
         queue.waiting.append((request, future))
-        if queue.task is None:
-            queue.task = loop.create_task(self._drain(queue), name="memlane-write-combiner")
+        if queue.task is None or queue.task.done():
+            task = loop.create_task(self._drain(queue), name="memlane-write-combiner")
+            task.add_done_callback(lambda done: _after(queue, done))
+            queue.task = task
         await future
 
     async def _drain(self, queue: _Queue[R]) -> None:
@@ -83,11 +101,7 @@ class WriteCombiner(Generic[R]):
                 await asyncio.sleep(0)
         finally:
             queue.task = None
-            # Only a cancelled task leaves requests behind (the loop is shutting down).
-            while queue.waiting:
-                _, future = queue.waiting.popleft()
-                if not future.done():
-                    future.set_exception(RuntimeError("the store's write task was cancelled"))
+            _fail_waiting(queue)
 
     async def _run(self, batch: list[tuple[R, asyncio.Future[None]]]) -> None:
         try:
@@ -103,8 +117,8 @@ class WriteCombiner(Generic[R]):
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
-            if cancelled:
-                raise
+            if cancelled or not isinstance(exc, Exception):
+                raise  # cancellation, KeyboardInterrupt, SystemExit: not ours to swallow
             return
         await settle_fairly(
             [(future, outcome) for (_, future), outcome in zip(batch, outcomes, strict=True)]
