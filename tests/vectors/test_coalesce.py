@@ -92,3 +92,19 @@ async def test_searches_after_every_queued_caller_was_cancelled_still_run() -> N
         task.cancel()
     assert await first == index.search(queries[0], 5)
     assert await coalescer.search(queries[4], 5) == index.search(queries[4], 5)
+
+
+async def test_after_close_searches_are_still_answered_and_the_workers_end() -> None:
+    index, rng = make_index()
+    coalescer = SearchCoalescer(index, workers=1, inline_rows=0, idle_inline_rows=0)
+    queries = unit(rng.standard_normal((2, DIMS)))
+    assert await coalescer.search(queries[0], 5) == index.search(queries[0], 5)
+    workers = [t for state in coalescer._states.values() for t in state.pool._threads]
+    assert workers, "the first search started a worker thread"
+    coalescer.close()
+    # no new thread can start now: the search runs on the caller's thread instead
+    found = await asyncio.wait_for(coalescer.search(queries[1], 5), 5)
+    assert found == index.search(queries[1], 5)
+    for worker in workers:
+        worker.join(timeout=5)
+        assert not worker.is_alive()

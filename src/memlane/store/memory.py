@@ -210,6 +210,8 @@ class InMemoryStore(BaseStore):
                 queries[row] = await self._indexer.embedder.aembed_query(text)
         if queries and not plan.writes:
             results, jobs = self._start_reads(plan, queries)
+            if not jobs:
+                await asyncio.sleep(0)  # nothing to search (limit 0): still yield once
             while jobs:
                 search = self._coalescer.search if self._coalescer is not None else None
                 assert search is not None
@@ -570,9 +572,12 @@ class InMemoryStore(BaseStore):
         self._sweeper.start()
 
     def close(self) -> None:
-        """Stop the sweeper; later calls raise ``StoreClosedError``. Idempotent."""
+        """Stop the sweeper and the search threads; later calls raise ``StoreClosedError``.
+        Idempotent."""
         with self._lock:
             self._closed = True
+        if self._coalescer is not None:
+            self._coalescer.close()
         self._stop_sweeper.set()
         if self._sweeper is not None and self._sweeper is not threading.current_thread():
             self._sweeper.join()

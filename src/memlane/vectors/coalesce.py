@@ -61,8 +61,9 @@ Outcome = Hits | BaseException
 
 @dataclass
 class _LoopState:
-    """Per event loop: the queue and the running batches."""
+    """Per event loop: the queue, the running batches and the worker threads."""
 
+    pool: ThreadPoolExecutor
     queue: list[Waiter] = field(default_factory=list)
     running: int = 0
     running_big: int = 0  # running batches of _BLAS_BATCH queries or more
@@ -97,9 +98,6 @@ class SearchCoalescer:
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
-        # The dedicated pool is the limiter: searches never take threads other work needs.
-        # Its threads start on the first offloaded search and end with the coalescer.
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="memlane-search")
 
     async def search(
         self, query: np.ndarray, k: int, candidates: np.ndarray | None = None
@@ -113,7 +111,10 @@ class SearchCoalescer:
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
         if state is None:
-            state = self._states[loop] = _LoopState()
+            # Each loop's own pool is its limiter: searches never take threads other work
+            # needs. Threads start with the first offloaded search; ``close`` ends them.
+            pool = ThreadPoolExecutor(self.workers, thread_name_prefix="memlane-search")
+            state = self._states[loop] = _LoopState(pool)
         idle = not state.running and not state.queue
         if cost <= self.inline_rows or (idle and cost <= self.idle_inline_rows):
             found = self.index.search_many([request])[0]
@@ -148,7 +149,18 @@ class SearchCoalescer:
         state.running_big += big
         self.batches += 1
         self.batched_queries += len(batch)
-        self._pool.submit(self._run, loop, state, batch, big)
+        try:
+            state.pool.submit(self._run, loop, state, batch, big)
+        except RuntimeError:
+            # No new threads once the interpreter is shutting down (or after ``close``):
+            # answer on this thread rather than leave the callers waiting.
+            outcomes = [self._alone(request) for request, _ in batch]
+            self._deliver(loop, state, batch, big, outcomes)
+
+    def close(self) -> None:
+        """Let the worker threads end once their current batch is done (idempotent)."""
+        for state in list(self._states.values()):
+            state.pool.shutdown(wait=False)
 
     def _run(
         self, loop: asyncio.AbstractEventLoop, state: _LoopState, batch: list[Waiter], big: bool

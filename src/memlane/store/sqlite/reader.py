@@ -106,6 +106,11 @@ class Readers:
                 return
         self._idle.append(conn)
 
+    def close(self) -> None:
+        """End the vector search worker threads (connections are closed by the store)."""
+        if self._coalescer is not None:
+            self._coalescer.close()
+
     async def wait_idle(self) -> None:
         """Wait until every connection is back in the pool (nothing is in flight)."""
         held = [await self._acquire() for _ in self._connections]
@@ -225,8 +230,9 @@ class Readers:
     async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """On the loop's inline connection when the read is small, else on a pooled one.
 
-        No checkpoint here: ``search`` yields once up front. Every extra yield would put
-        the search behind every ready task once more (writers, under load)."""
+        No checkpoint here: ``search`` yields once, up front or in the coalescer. Every
+        extra yield would put the search behind every ready task once more (writers,
+        under load)."""
         if self._inline is not None:
             try:
                 return self._inline.run(fn)

@@ -363,6 +363,7 @@ class SqliteStore(BaseStore):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._readers.wait_idle()
+        self._readers.close()
         for release in self._on_close:
             result = release()
             if asyncio.iscoroutine(result):
