@@ -159,6 +159,33 @@ async def test_a_transaction_failure_fails_only_the_offending_caller(tmp_path: P
         assert len(await store.asearch(("ns",), limit=100)) == 39
 
 
+async def test_a_failing_index_update_after_commit_is_not_committed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with SqliteStore.open(tmp_path / "m.db", index=INDEX) as store:
+        vectors = store._readers._vectors
+        assert vectors is not None
+        real_upsert = vectors.upsert
+        commits: list[int] = []
+
+        def broken_upsert(updates: object) -> None:
+            commits.append(1)
+            raise RuntimeError("the index is broken")
+
+        monkeypatch.setattr(vectors, "upsert", broken_upsert)
+        outcomes = await asyncio.gather(
+            *(store.aput(("ns",), f"k{n}", {"text": "apple"}) for n in range(3)),
+            return_exceptions=True,
+        )
+        # the batch was committed once; its callers learn that the writer failed on it,
+        # instead of each request being committed (and failing) again one by one
+        assert all(isinstance(outcome, WriterError) for outcome in outcomes)
+        assert len(commits) == 1
+        monkeypatch.setattr(vectors, "upsert", real_upsert)
+        await store.aput(("ns",), "after", {"text": "dog"})
+        assert [hit.key for hit in await store.asearch(("ns",), query="dog", limit=1)] == ["after"]
+
+
 async def test_cancelled_callers_leave_the_store_working(tmp_path: Path) -> None:
     async with SqliteStore.open(tmp_path / "x.db", mailbox_capacity=8) as store:
         with anyio.move_on_after(0.05):

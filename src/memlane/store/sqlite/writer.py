@@ -48,6 +48,10 @@ class WriterError(RuntimeError):
     """The writer failed on a batch for a reason no single request explains."""
 
 
+class _MirrorError(Exception):
+    """A committed batch could not be applied to the vector index (no retry: it is in SQL)."""
+
+
 @dataclass(slots=True)
 class WriteRequest:
     """One caller's puts and deletes, applied together or not at all."""
@@ -284,6 +288,8 @@ class Writer:
             changes = await self._commit(
                 batch.survivors, batch.stamps, batch.touches, bool(batch.sweeps), now
             )
+        except _MirrorError:
+            raise  # committed: retrying request by request would write it all again
         except Exception as exc:
             if len(writes) - len(failed) <= 1 and not batch.touches and not batch.sweeps:
                 for n in range(len(writes)):
@@ -368,7 +374,10 @@ class Writer:
                 raise
             # Mirrored here, on the connection's thread: the event loop stays free for
             # other tasks meanwhile (the index takes writes from any thread).
-            self._apply_to_index(changes)
+            try:
+                self._apply_to_index(changes)
+            except Exception as exc:
+                raise _MirrorError(exc) from exc
             return changes
 
         if self._inline_max and len(entries) + len(touches) <= self._inline_max and not sweep:
@@ -418,6 +427,8 @@ class Writer:
                             f"{bad.error}"
                         )
                 changes = await self._commit(own, stamps, [], False, now)
+            except _MirrorError:
+                raise
             except Exception as exc:
                 failed[request] = exc
                 continue
