@@ -80,6 +80,22 @@ def test_compaction_reclaims_dead_rows_and_keeps_results() -> None:
     check_against(index, items, rng)
 
 
+def test_items_rewritten_over_and_over_do_not_pile_up_dead_rows() -> None:
+    """A small store whose items are rewritten again and again: the mostly dead tail chunk
+    is sealed and compacted, so a whole-store search scans about the live rows only."""
+    rng = np.random.default_rng(5)
+    index = VectorIndex(DIMS, background=False)  # default (large) chunks
+    items: dict[int, np.ndarray] = {}
+    for _ in range(20):
+        batch = {i: unit(rng.standard_normal((1, DIMS))) for i in range(1_000)}
+        index.upsert(list(batch.items()))
+        items.update(batch)
+        while index.compact():
+            pass
+    assert index.search_cost(None) <= 1_000 + 4_096  # not 20,000
+    check_against(index, items, rng)
+
+
 def test_background_compaction_runs_on_its_own() -> None:
     rng = np.random.default_rng(2)
     index = VectorIndex(DIMS, chunk_rows=64)

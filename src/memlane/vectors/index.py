@@ -80,6 +80,8 @@ _BUILD_THREADS = max(1, os.cpu_count() or 1)
 _PARALLEL_MIN_WORK = 1 << 18
 # A sealed chunk is compacted once this share of its rows is dead.
 _COMPACT_DEAD_SHARE = 0.5
+# A mostly dead tail chunk is sealed (and so compacted) from this many rows on.
+_SEAL_TAIL_ROWS = 4_096
 
 # FAISS picks its BLAS path when ``queries * dims`` reaches this (measured on faiss-cpu
 # 1.15, whose default 128,000 means 333 queries of 384 dims). 7,680 = 20 queries of 384.
@@ -306,13 +308,29 @@ class VectorIndex:
     # -- compaction -------------------------------------------------------------------
 
     def _maybe_compact(self) -> None:
-        """Start the background compactor when a sealed chunk is mostly dead."""
+        """Start the background compactor when a sealed chunk is mostly dead.
+
+        The tail chunk is sealed once it holds ``_SEAL_TAIL_ROWS`` rows and is mostly dead
+        (a small store whose items are rewritten over and over): otherwise a chunk of
+        ~131k rows could fill with dead rows that every whole-store search scans.
+        """
+        self._seal_dead_tail()
         if not self._background or self._compacting or not self._victims(self._snap):
             return
         self._compacting = True
         threading.Thread(
             target=self._compact_in_background, name="memlane-vector-compactor", daemon=True
         ).start()
+
+    def _seal_dead_tail(self) -> None:
+        tail, snap = self._tail, self._snap
+        if tail is None:
+            return
+        chunk, length = snap.chunks[tail], snap.lengths[tail]
+        if chunk is None or length < min(_SEAL_TAIL_ROWS, chunk.capacity):
+            return
+        if length - chunk.live >= _COMPACT_DEAD_SHARE * length:
+            self._tail = None  # the next write opens a fresh chunk; this one is a victim
 
     def _compact_in_background(self) -> None:
         try:

@@ -1,14 +1,16 @@
 """Row storage for the vector index: append-only chunks with versioned deaths.
 
 Why this shape. A FAISS scan must never see a row change under it, yet writers must never
-wait for a scan (the SqliteStore writer applies index changes on the event loop). So rows
-are never moved or overwritten while a reader may look at them:
+wait for a scan (InMemoryStore applies index changes on the event loop, SqliteStore on its
+connection's thread between commits). So rows are never moved or overwritten while a
+reader may look at them:
 
 * Vectors live in fixed-capacity chunks (``chunk_rows_for(dims)`` rows, ~192 MiB; one
   float32 array each, a contiguous block FAISS scans in place). Writers only append past
   the rows a published :class:`Snapshot` shows, so a reader's rows ``[0, length)`` are
   immutable for it. Growth never copies: a full chunk is sealed and a new one starts (and
-  untouched pages of a new chunk are never resident, so memory follows the live rows).
+  untouched pages of a new chunk are never resident, so memory follows the rows written;
+  a mostly dead tail is sealed early, see ``VectorIndex._maybe_compact``).
 * A delete writes the new version into ``died`` for the item's rows (O(rows), no scan). A
   reader at version ``v`` treats a row as live while ``died > v``: what it sees is exactly
   the snapshot it started from, however long it runs.
@@ -46,7 +48,8 @@ ALIVE = np.iinfo(np.int64).max
 # must win it back, which costs up to the interpreter's switch interval (5 ms) when the
 # event loop is busy. Measured at 100k x 384 beside 1,000 writers: a search over four
 # 32k-row chunks took 14.6 ms in its thread (p50), over one 131k-row chunk 7.6 ms.
-# Untouched pages of a chunk are never resident, so a small store stays small.
+# Untouched pages of a chunk are never resident, so a small store stays small (a small
+# store rewriting its items over and over gets its tail sealed and compacted early).
 CHUNK_BYTES = 192 * 2**20
 SHIFT = 32
 LOCAL_MASK = (1 << SHIFT) - 1
