@@ -75,23 +75,16 @@ class _Record:
         return self.expires_at is None or self.expires_at > now
 
     def to_item(self) -> Item:
-        return Item(
-            value=orjson.loads(self.encoded),
-            key=self.key,
-            namespace=self.namespace,
-            created_at=from_micros(self.created_at),
-            updated_at=from_micros(self.updated_at),
-        )
-
-    def to_search_item(self, score: float | None) -> SearchItem:
-        return SearchItem._scored(
+        return Item._trusted(
             orjson.loads(self.encoded),
             self.key,
             self.namespace,
             from_micros(self.created_at),
             from_micros(self.updated_at),
-            score,
         )
+
+    def to_search_item(self, score: float | None) -> SearchItem:
+        return SearchItem._scored(self.to_item(), score)
 
 
 @dataclass(slots=True)

@@ -142,19 +142,11 @@ class SearchItem(Item):
         self.score = score
 
     @classmethod
-    def _scored(
-        cls,
-        value: dict[str, Any],
-        key: str,
-        namespace: tuple[str, ...],
-        created_at: datetime,
-        updated_at: datetime,
-        score: float | None,
-    ) -> SearchItem:
-        """Build from values a store already checked (skips the keyword-argument path)."""
-        item = cls._trusted(value, key, namespace, created_at, updated_at)
-        item.score = score
-        return item
+    def _scored(cls, item: Item, score: float | None) -> SearchItem:
+        """``item``'s fields with a score (a store's trusted values, no checks)."""
+        found = cls._trusted(item.value, item.key, item.namespace, item.created_at, item.updated_at)
+        found.score = score
+        return found
 
     def dict(self) -> dict[str, Any]:
         result = super().dict()

@@ -67,11 +67,4 @@ def row_to_item(row: tuple[Any, ...]) -> Item:
 
 
 def row_to_search_item(row: tuple[Any, ...], score: float | None) -> SearchItem:
-    return SearchItem._scored(
-        orjson.loads(row[3]),
-        row[2],
-        decode_namespace(row[1]),
-        from_micros(row[4]),
-        from_micros(row[5]),
-        score,
-    )
+    return SearchItem._scored(row_to_item(row), score)
