@@ -110,3 +110,24 @@ async def test_closing_with_writes_queued_fails_them_instead_of_hanging() -> Non
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     assert all(o is None or isinstance(o, StoreClosedError) for o in outcomes)
     assert any(isinstance(o, StoreClosedError) for o in outcomes)
+
+
+@pytest.mark.anyio
+async def test_a_namespace_searched_before_sees_later_puts_and_deletes() -> None:
+    store = InMemoryStore(
+        index=IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+    )
+    for n in range(3):
+        await store.aput(("users", "u1"), f"k{n}", {"text": "apple"})
+    await store.aput(("users", "u2"), "other", {"text": "apple"})
+
+    async def keys() -> list[str]:
+        hits = await store.asearch(("users", "u1"), query="apple", limit=10)
+        return sorted(hit.key for hit in hits)
+
+    assert await keys() == ["k0", "k1", "k2"]
+    await store.aput(("users", "u1"), "k3", {"text": "apple"})
+    assert await keys() == ["k0", "k1", "k2", "k3"]
+    await store.adelete(("users", "u1"), "k0")
+    await store.aput(("users", "u1"), "k1", {"text": "apple dog"})  # an overwrite
+    assert await keys() == ["k1", "k2", "k3"]

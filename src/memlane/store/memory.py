@@ -147,6 +147,7 @@ class InMemoryStore(BaseStore):
         self._namespaces: dict[tuple[str, ...], dict[str, _Record]] = {}
         # every prefix of every namespace -> the namespaces under it (scoped searches)
         self._under: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
+        self._bucket_ids: dict[tuple[str, ...], np.ndarray] = {}  # see _ids_of
         self._coalescer = SearchCoalescer(self._vectors) if self._vectors is not None else None
         self._combiner: WriteCombiner[_Plan] = WriteCombiner(self._write_batch)
         self._index_puts: dict[int, np.ndarray] = {}  # index changes of the running batch
@@ -338,6 +339,7 @@ class InMemoryStore(BaseStore):
                 bucket = self._namespaces[put.namespace] = {}
                 self._index_namespace(put.namespace)
             bucket[put.key] = record
+            self._bucket_ids.pop(put.namespace, None)
             self._by_id[record.item_id] = record
         else:
             record = old
@@ -355,6 +357,7 @@ class InMemoryStore(BaseStore):
     def _drop(self, record: _Record) -> None:
         bucket = self._namespaces[record.namespace]
         del bucket[record.key]
+        self._bucket_ids.pop(record.namespace, None)
         if not bucket:
             del self._namespaces[record.namespace]
             self._unindex_namespace(record.namespace)
@@ -454,8 +457,24 @@ class InMemoryStore(BaseStore):
                 return None
             if sum(map(len, self._buckets(op.namespace_prefix))) == len(self._by_id):
                 return None  # the prefix covers every item: search them all, no ids
+            # Scope alone decides: each namespace's ids, kept as an array between writes
+            # that add or remove one of its items (no walk over its records per search).
+            names = self._under.get(op.namespace_prefix, ())
+            parts = [self._ids_of(name) for name in names]
+            if len(parts) == 1:
+                return parts[0]
+            return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
         ids = [record.item_id for record in self._candidates(op, now)]
         return np.fromiter(ids, dtype=np.int64, count=len(ids))
+
+    def _ids_of(self, namespace: tuple[str, ...]) -> np.ndarray:
+        ids = self._bucket_ids.get(namespace)
+        if ids is None:
+            bucket = self._namespaces[namespace]
+            ids = np.array([record.item_id for record in bucket.values()], dtype=np.int64)
+            ids.flags.writeable = False  # shared by every search until the next change
+            self._bucket_ids[namespace] = ids
+        return ids
 
     # ---- reads outside the lock ------------------------------------------------------------
 
