@@ -131,3 +131,27 @@ async def test_a_namespace_searched_before_sees_later_puts_and_deletes() -> None
     await store.adelete(("users", "u1"), "k0")
     await store.aput(("users", "u1"), "k1", {"text": "apple dog"})  # an overwrite
     assert await keys() == ["k1", "k2", "k3"]
+
+
+@pytest.mark.anyio
+async def test_a_write_failing_while_applied_fails_only_its_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    store = InMemoryStore()
+    real_apply = store._apply
+
+    def apply(put, value, vectors, now):  # type: ignore[no-untyped-def]
+        if put.key == "bad":
+            raise RuntimeError("cannot apply 'bad'")
+        real_apply(put, value, vectors, now)
+
+    monkeypatch.setattr(store, "_apply", apply)
+    outcomes = await asyncio.gather(
+        *(store.aput(("ns",), key, {"v": 1}) for key in ("a", "bad", "c")),
+        return_exceptions=True,
+    )
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], RuntimeError)
+    assert [item.key for item in await store.asearch(("ns",))] in (["a", "c"], ["c", "a"])

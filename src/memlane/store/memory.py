@@ -261,7 +261,10 @@ class InMemoryStore(BaseStore):
             try:
                 for n, plan in enumerate(plans):
                     if errors[n] is None:
-                        self._apply_plan(plan, outcomes[n], now)
+                        try:
+                            self._apply_plan(plan, outcomes[n], now)
+                        except Exception as exc:  # unexpected: fail this caller, not all
+                            errors[n] = exc
             finally:
                 self._flush_index()
         return errors
