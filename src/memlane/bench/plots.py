@@ -7,6 +7,7 @@ span decades are on log axes. Missing points (a skipped system) are simply not d
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ def _lines(ax: Any, points: dict[str, list[tuple[float, float]]]) -> None:
                 color=colour, label=SYSTEMS[key].label)
 
 
-def _series(rows: list[Row], x_of: Any) -> dict[str, list[tuple[float, float]]]:
+def _series(rows: list[Row], x_of: Callable[[Row], float]) -> dict[str, list[tuple[float, float]]]:
     points: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
         for key in row.outcomes:
@@ -79,74 +80,92 @@ def _finish(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
         ax.legend(fontsize=7)
 
 
+@dataclass
+class _Panel:
+    """One log-log panel: the rows it draws, their x value, and its labels."""
+
+    rows: list[Row]
+    x_of: Callable[[Row], float]
+    title: str
+    xlabel: str
+    ylabel: str
+
+
+def _pick(rows: list[Row], scenario: str, match: dict[str, Any],
+          keep: Callable[[Row], bool] = lambda row: True) -> list[Row]:
+    return [r for r in rows if r.scenario == scenario and keep(r)
+            and all(r.params.get(k) == v for k, v in match.items())]
+
+
+def _figure(plt: Any, out: Path, shape: tuple[int, int], figsize: tuple[float, float],
+            suptitle: str, panels: list[_Panel]) -> bool:
+    """Draw ``panels`` on a grid and save it; whether any panel had data."""
+    fig, axes = plt.subplots(*shape, figsize=figsize)
+    for ax, panel in zip(getattr(axes, "flat", axes), panels, strict=True):
+        _lines(ax, _series(panel.rows, panel.x_of))
+        _finish(ax, panel.title, panel.xlabel, panel.ylabel)
+    fig.suptitle(suptitle)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return any(panel.rows for panel in panels)
+
+
+def _by_items(row: Row) -> float:
+    return float(row.items or 0)
+
+
+def _by_param(knob: str) -> Callable[[Row], float]:
+    return lambda row: float(row.params[knob])
+
+
 def throughput_plot(plt: Any, rows: list[Row], out: Path, size: int) -> bool:
-    panels: list[tuple[str, dict[str, Any], str, str, str]] = [
+    specs: list[tuple[str, dict[str, Any], str, str, str]] = [
         ("writes", {"index": False}, "writers", "puts/s", "Writes, no index"),
         ("writes", {"index": True}, "writers", "puts/s", "Writes, with index"),
         ("gets", {}, "readers", "gets/s", "Gets of existing keys"),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
-    drawn = False
-    for ax, (scenario, match, knob, unit, title) in zip(axes, panels, strict=True):
-        chosen = [r for r in rows if r.scenario == scenario and r.items == size
-                  and all(r.params.get(k) == v for k, v in match.items())]
-        _lines(ax, _series(chosen, lambda r, knob=knob: r.params[knob]))
-        drawn = drawn or bool(chosen)
-        _finish(ax, title, f"concurrent {knob} (tasks)", f"throughput ({unit}, log)")
-    fig.suptitle(f"Throughput vs concurrency, store holding {size:,} items "
-                 "(median of repeats; dashed: raw sqlite3 ceiling, one transaction)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return drawn
+    panels = [
+        _Panel(_pick(rows, scenario, match, lambda r: r.items == size), _by_param(knob),
+               title, f"concurrent {knob} (tasks)", f"throughput ({unit}, log)")
+        for scenario, match, knob, unit, title in specs
+    ]
+    return _figure(plt, out, (1, 3), (15, 4.8),
+                   f"Throughput vs concurrency, store holding {size:,} items "
+                   "(median of repeats; dashed: raw sqlite3 ceiling, one transaction)", panels)
 
 
 def latency_plot(plt: Any, rows: list[Row], out: Path) -> bool:
-    panels: list[tuple[str, dict[str, Any], str]] = [
+    specs: list[tuple[str, dict[str, Any], str]] = [
         ("vector_search", {"scope": "store", "concurrency": 1}, "Vector search, whole store"),
         ("vector_search", {"scope": "namespace", "concurrency": 1},
          "Vector search, one user's namespace"),
         ("filter_search", {"query": False}, "Filter only (0.1% match)"),
         ("filter_search", {"query": True}, "Filter plus query (1% match)"),
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
-    drawn = False
-    for ax, (scenario, match, title) in zip(axes.flat, panels, strict=True):
-        chosen = [r for r in rows if r.scenario == scenario
-                  and all(r.params.get(k) == v for k, v in match.items())]
-        _lines(ax, _series(chosen, lambda r: r.items))
-        drawn = drawn or bool(chosen)
-        _finish(ax, title, "items in the store (N, log)", "latency (ms per query, log)")
-    fig.suptitle("Latency vs store size: one query at a time, top 10 "
-                 "(median of repeats; dashed: FAISS flat / numpy ceilings)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return drawn
+    panels = [
+        _Panel(_pick(rows, scenario, match), _by_items, title,
+               "items in the store (N, log)", "latency (ms per query, log)")
+        for scenario, match, title in specs
+    ]
+    return _figure(plt, out, (2, 2), (12, 9),
+                   "Latency vs store size: one query at a time, top 10 "
+                   "(median of repeats; dashed: FAISS flat / numpy ceilings)", panels)
 
 
 def scaling_plot(plt: Any, rows: list[Row], out: Path) -> bool:
-    panels: list[tuple[str, dict[str, Any], str, str]] = [
-        ("reopen", {"index": False}, "Reopen, no index", "seconds to first get (log)"),
-        ("reopen", {"index": True}, "Reopen, with index (vectors loaded)",
-         "seconds to first get (log)"),
-        ("peak_memory", {}, "Peak memory above baseline (child process per system;\n"
-         "indexed, except LangGraph AsyncSqliteStore)", "MiB (log)"),
+    x_label, reopen_label = "items in the store (N, log)", "seconds to first get (log)"
+    panels = [
+        _Panel(_pick(rows, "reopen", {"index": False}), _by_items, "Reopen, no index",
+               x_label, reopen_label),
+        _Panel(_pick(rows, "reopen", {"index": True}), _by_items,
+               "Reopen, with index (vectors loaded)", x_label, reopen_label),
+        _Panel(_pick(rows, "peak_memory", {}, lambda r: "above" in r.variant), _by_items,
+               "Peak memory above baseline (child process per system;\n"
+               "indexed, except LangGraph AsyncSqliteStore)", x_label, "MiB (log)"),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
-    drawn = False
-    for ax, (scenario, match, title, ylabel) in zip(axes, panels, strict=True):
-        chosen = [r for r in rows if r.scenario == scenario
-                  and all(r.params.get(k) == v for k, v in match.items())
-                  and (scenario != "peak_memory" or "above" in r.variant)]
-        _lines(ax, _series(chosen, lambda r: r.items))
-        drawn = drawn or bool(chosen)
-        _finish(ax, title, "items in the store (N, log)", ylabel)
-    fig.suptitle("Reopen time and memory vs store size (median of repeats)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return drawn
+    return _figure(plt, out, (1, 3), (15, 4.8),
+                   "Reopen time and memory vs store size (median of repeats)", panels)
 
 
 def ratio_plot(plt: Any, rows: list[Row], out: Path) -> bool:

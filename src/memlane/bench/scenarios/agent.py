@@ -30,8 +30,10 @@ __all__ = [
     "memlane_runner",
     "memlane_sqlite",
     "memlane_store_agent",
+    "noop_tools",
     "per_run_ms",
     "run",
+    "store_tools",
     "throughput",
 ]
 
@@ -65,50 +67,60 @@ PROMPT = {"messages": [{"role": "user", "content": "remember"}]}
 # ---- memlane -----------------------------------------------------------------------------
 
 
-def memlane_store_agent(store: Any) -> Any:
-    from memlane.agents import ScriptedModel, ToolRuntime, create_agent, tool
+def store_tools(decorate: Callable[[Any], Any], runtime_type: Any) -> list[Any]:
+    """The four store tools, written once for both ecosystems: ``decorate`` is memlane's or
+    LangChain's ``tool``, ``runtime_type`` its ``ToolRuntime[Context]`` (the annotation each
+    reads to inject the runtime)."""
 
-    @tool
-    async def save_memory(text: str, runtime: ToolRuntime[Context]) -> str:
+    async def save_memory(text: str, runtime: runtime_type) -> str:
         """Save a memory."""
         await _store(runtime).aput(("memories", runtime.context.user_id), "m", {"text": text})
         return "saved"
 
-    @tool
-    async def save_profile(name: str, runtime: ToolRuntime[Context]) -> str:
+    async def save_profile(name: str, runtime: runtime_type) -> str:
         """Save the profile."""
         await _store(runtime).aput(("profiles",), runtime.context.user_id, {"name": name})
         return "saved"
 
-    @tool
-    async def get_profile(runtime: ToolRuntime[Context]) -> str:
+    async def get_profile(runtime: runtime_type) -> str:
         """Get the profile."""
         item = await _store(runtime).aget(("profiles",), runtime.context.user_id)
         return str(item.value) if item else "none"
 
-    @tool
-    async def search_memories(topic: str, runtime: ToolRuntime[Context]) -> str:
+    async def search_memories(topic: str, runtime: runtime_type) -> str:
         """Search memories."""
         items = await _store(runtime).asearch(("memories", runtime.context.user_id), limit=5)
         return str([i.value for i in items])
 
+    return [decorate(fn) for fn in (save_memory, save_profile, get_profile, search_memories)]
+
+
+def noop_tools(decorate: Callable[[str], Any], runtime_type: Any) -> list[Any]:
+    """Four tools that do nothing, named ``noop0``..``noop3`` (see ``store_tools``)."""
+    tools = []
+    for k in range(4):
+
+        async def noop(runtime: runtime_type) -> str:
+            """No-op."""
+            return "ok"
+
+        tools.append(decorate(f"noop{k}")(noop))
+    return tools
+
+
+def memlane_store_agent(store: Any) -> Any:
+    from memlane.agents import ScriptedModel, ToolRuntime, create_agent, tool
+
     model = ScriptedModel([four_calls(), "done"], record=False)
-    return create_agent(model, [save_memory, save_profile, get_profile, search_memories],
-                        store=store, context_schema=Context)
+    return create_agent(model, store_tools(tool, ToolRuntime[Context]), store=store,
+                        context_schema=Context)
 
 
 def memlane_noop_agent(with_tools: bool) -> Any:
     from memlane.agents import ScriptedModel, ToolRuntime, create_agent, tool
 
-    tools = []
-    for k in range(4):
-
-        async def noop(runtime: ToolRuntime[Context]) -> str:
-            return "ok"
-
-        tools.append(tool(f"noop{k}")(noop))
     model = ScriptedModel([NOOP_CALLS, "done"] if with_tools else ["done"], record=False)
-    return create_agent(model, tools, context_schema=Context)
+    return create_agent(model, noop_tools(tool, ToolRuntime[Context]), context_schema=Context)
 
 
 def memlane_runner(agent: Any) -> RunOnce:
@@ -177,35 +189,9 @@ def langchain_store_agent(store: Any) -> Any:
     from langchain.tools import ToolRuntime as LCRuntime
     from langchain.tools import tool as lc_tool
 
-    @lc_tool
-    async def save_memory(text: str, runtime: LCRuntime[Context]) -> str:
-        """Save a memory."""
-        await _store(runtime).aput(("memories", runtime.context.user_id), "m", {"text": text})
-        return "saved"
-
-    @lc_tool
-    async def save_profile(name: str, runtime: LCRuntime[Context]) -> str:
-        """Save the profile."""
-        await _store(runtime).aput(("profiles",), runtime.context.user_id, {"name": name})
-        return "saved"
-
-    @lc_tool
-    async def get_profile(runtime: LCRuntime[Context]) -> str:
-        """Get the profile."""
-        item = await _store(runtime).aget(("profiles",), runtime.context.user_id)
-        return str(item.value) if item else "none"
-
-    @lc_tool
-    async def search_memories(topic: str, runtime: LCRuntime[Context]) -> str:
-        """Search memories."""
-        items = await _store(runtime).asearch(("memories", runtime.context.user_id), limit=5)
-        return str([i.value for i in items])
-
-    return lc_create_agent(
-        langchain_model([four_calls(), "done"]),
-        [save_memory, save_profile, get_profile, search_memories],
-        store=store, context_schema=Context,
-    )
+    return lc_create_agent(langchain_model([four_calls(), "done"]),
+                           store_tools(lc_tool, LCRuntime[Context]), store=store,
+                           context_schema=Context)
 
 
 def langchain_noop_agent(with_tools: bool) -> Any:
@@ -213,16 +199,9 @@ def langchain_noop_agent(with_tools: bool) -> Any:
     from langchain.tools import ToolRuntime as LCRuntime
     from langchain.tools import tool as lc_tool
 
-    tools = []
-    for k in range(4):
-
-        async def noop(runtime: LCRuntime[Context]) -> str:
-            """No-op."""
-            return "ok"
-
-        tools.append(lc_tool(f"noop{k}")(noop))
     model = langchain_model([NOOP_CALLS, "done"] if with_tools else ["done"])
-    return lc_create_agent(model, tools, context_schema=Context)
+    return lc_create_agent(model, noop_tools(lc_tool, LCRuntime[Context]),
+                           context_schema=Context)
 
 
 langchain_runner = memlane_runner  # the same call: ainvoke(prompt, context=...)
