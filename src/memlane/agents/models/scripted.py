@@ -20,7 +20,7 @@ from memlane.agents.messages import (
 )
 from memlane.agents.tools import ToolSpec
 
-__all__ = ["ScriptedCall", "ScriptedModel", "Turn"]
+__all__ = ["ScriptedCall", "ScriptedModel", "Turn", "turn_index"]
 
 Turn: TypeAlias = (
     AIMessage | str | Sequence[Mapping[str, Any]] | Mapping[str, Any] | Callable[..., Any]
@@ -72,6 +72,20 @@ def _fresh(template: AIMessage) -> AIMessage:
     return AIMessage(template.content, calls, template.usage)
 
 
+def turn_index(messages: Sequence[Any], ai: type, human: type) -> int:
+    """Which turn of a script comes next: the AI messages since the last human one.
+
+    ``ai``/``human`` are the message classes (memlane's, or another library's when a
+    benchmark plays the same script to it)."""
+    index = 0
+    for message in reversed(messages):
+        if isinstance(message, ai):
+            index += 1
+        elif isinstance(message, human):
+            break
+    return index
+
+
 class ScriptedModel:
     """Replies with ``turns[k]``, k the number of assistant messages since the last user one.
 
@@ -98,12 +112,7 @@ class ScriptedModel:
         tools: Sequence[ToolSpec] = (),
     ) -> AIMessage:
         """The scripted reply for this point of the conversation."""
-        index = 0
-        for message in reversed(messages):
-            if isinstance(message, AIMessage):
-                index += 1
-            elif isinstance(message, HumanMessage):
-                break
+        index = turn_index(messages, AIMessage, HumanMessage)
         if self.record:
             self.calls.append(
                 ScriptedCall(tuple(messages), system, tuple(tools))

@@ -146,6 +146,8 @@ def langchain_model(turns: list[Any]) -> Any:
     from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
     from langchain_core.outputs import ChatGeneration, ChatResult
 
+    from memlane.agents.models.scripted import turn_index
+
     class Scripted(BaseChatModel):
         """Plays the same script as memlane's ScriptedModel (turn = AI messages so far)."""
 
@@ -157,12 +159,7 @@ def langchain_model(turns: list[Any]) -> Any:
             return self
 
         def _reply(self, messages: list[BaseMessage]) -> ChatResult:
-            index = 0
-            for m in reversed(messages):
-                if isinstance(m, AIMessage):
-                    index += 1
-                elif isinstance(m, HumanMessage):
-                    break
+            index = turn_index(messages, AIMessage, HumanMessage)
             turn = turns[index]
             if isinstance(turn, str):
                 message = AIMessage(content=turn)
