@@ -145,3 +145,40 @@ def test_directory_mixes_bulk_arrays_and_a_dict() -> None:
     assert sorted(zip(ids.tolist(), starts.tolist(), strict=True)) == [
         (10, 7), (20, 2), (30, 33), (40, 44)
     ]
+
+
+def test_a_write_sealing_the_tail_while_compaction_starts_loses_nothing() -> None:
+    """A writer that appends to the tail chunk and seals it (mostly dead) right as a
+    compaction picks its victims: the rows it appended must survive the compaction."""
+    import threading
+
+    rng = np.random.default_rng(9)
+    index = VectorIndex(DIMS, chunk_rows=8192, background=False)
+    items: dict[int, np.ndarray] = {i: unit(rng.standard_normal((1, DIMS))) for i in range(4096)}
+    index.upsert(list(items.items()))
+    index.remove(range(2000))
+    for i in range(2000):
+        items[i] = np.empty((0, DIMS), dtype=np.float32)
+    rewrites = {i: unit(rng.standard_normal((1, DIMS))) for i in range(2000, 2300)}
+    removals = {i: np.empty((0, DIMS), dtype=np.float32) for i in range(2300, 2500)}
+    writer = threading.Thread(target=index.upsert, args=([*rewrites.items(), *removals.items()],))
+    choose = index._victims
+
+    def victims_while_writing(snap: object) -> list[int]:
+        if not writer.is_alive() and writer.ident is None:
+            writer.start()
+            writer.join(timeout=1)  # blocked on the writers' mutex, unless compaction races
+        return choose(snap)  # type: ignore[arg-type]
+
+    index._victims = victims_while_writing  # type: ignore[method-assign]
+    index.compact()
+    writer.join()
+    index._victims = choose  # type: ignore[method-assign]
+    while index.compact():
+        pass
+    items.update(rewrites)
+    items.update(removals)
+    live = {i: v for i, v in items.items() if len(v)}
+    for i, vectors in live.items():
+        assert np.array_equal(index.vectors_of(i), vectors)
+    check_against(index, items, rng)

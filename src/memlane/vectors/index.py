@@ -356,8 +356,13 @@ class VectorIndex:
         vectorised fix-up and the publication mutex for one directory update.
         """
         with self._compact_lock:
-            snap = self._snap
-            victims = self._victims(snap)
+            # Chosen under the writers' mutex: a victim is sealed for good (writers append
+            # only to the tail), so its length in ``snap`` is final. Read without it, a tail
+            # sealed just after ``snap`` was taken became a victim with a stale length, and
+            # the swap lost the rows appended to it since.
+            with self._write_mutex:
+                snap = self._snap
+                victims = self._victims(snap)
             if not victims:
                 return 0
             sources = []  # (slot, live local rows at snap.version)
