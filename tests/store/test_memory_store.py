@@ -155,3 +155,27 @@ async def test_a_write_failing_while_applied_fails_only_its_caller(
     assert outcomes[0] is None and outcomes[2] is None
     assert isinstance(outcomes[1], RuntimeError)
     assert [item.key for item in await store.asearch(("ns",))] in (["a", "c"], ["c", "a"])
+
+
+def test_a_hit_expiring_during_a_search_costs_one_more_search_not_a_full_scan() -> None:
+    clock = FakeClock()
+    store = InMemoryStore(
+        index=IndexConfig(dims=3, embed=lambda texts: [[1.0, 0.5, 0.0] for _ in texts]),
+        clock=clock,
+    )
+    store.put(("ns",), "short", {"text": "x"}, ttl=1)
+    for n in range(500):
+        store.put(("ns",), f"k{n}", {"text": "x"}, ttl=None)
+    search = store._vectors_search
+    ks: list[int] = []
+
+    def search_then_expire(job):  # type: ignore[no-untyped-def]
+        ks.append(job.k)
+        hits = search(job)
+        clock.advance(61)  # "short" expires between finding the hits and reading them
+        return hits
+
+    store._vectors_search = search_then_expire  # type: ignore[method-assign]
+    page = store.search(("ns",), query="x", limit=10)
+    assert len(page) == 10 and "short" not in [item.key for item in page]
+    assert ks == [10, 20], "one retry fills the page"

@@ -530,11 +530,12 @@ class InMemoryStore(BaseStore):
                     if record is None or not record.live(now):
                         continue
                     if record.namespace[: len(op.namespace_prefix)] != op.namespace_prefix:
-                        continue  # pragma: no cover - ids are never reused
+                        continue  # a namespace created meanwhile, searched as the whole store
                     if not op.filter.is_empty and not op.filter.matches(record.value):
                         continue
                     kept.append((record, score))
-                if len(kept) < job.k and len(found) == job.k:
+                # short of the page, and the index may hold more: ask again for twice as many
+                if len(kept) < op.offset + op.limit and len(found) == job.k:
                     job.k *= 2
                     again.append(job)
                     continue
