@@ -520,3 +520,24 @@ async def test_aimport_keeps_given_timestamps_and_expiry(tmp_path: Path) -> None
             await store.aimport([ImportItem(("ns",), "k", {}, datetime(2024, 1, 1), updated)])
         with pytest.raises(InvalidNamespaceError):
             await store.aimport([ImportItem(("a.b",), "k", {}, created, updated)])
+
+
+def test_the_inline_budget_counts_every_statement_of_a_read(tmp_path: Path) -> None:
+    from memlane.store.sqlite.inline import InlineReader, TooMuchWork
+
+    path = tmp_path / "budget.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(3_000)])
+    reader = InlineReader(path, budget=20_000)
+
+    def scan(raw: sqlite3.Connection) -> int:
+        return int(raw.execute("SELECT sum(x) FROM t").fetchone()[0])
+
+    one = reader.run(scan)  # one scan fits the budget
+    with pytest.raises(TooMuchWork):  # ten of them in one read do not
+        reader.run(lambda raw: [scan(raw) for _ in range(10)])
+    assert reader.run(scan) == one  # the next read starts with a fresh budget
+    reader.close()
+    with pytest.raises(StoreClosedError):
+        reader.run(scan)

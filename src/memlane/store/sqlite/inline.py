@@ -6,8 +6,9 @@ the store keeps one more read-only connection that lives on the loop's thread, a
 small reads on it first:
 
 * A **step budget** bounds the time a read may hold the loop: SQLite's progress handler
-  aborts a statement after ``budget`` virtual-machine steps (measured here: ~25-60M steps/s,
-  so the default 20,000 is well under 1 ms). An aborted read is simply re-run on a pooled
+  counts the virtual-machine steps of all the read's statements together and aborts the
+  read past ``budget`` (measured here: ~25-60M steps/s, so the default 20,000 is well
+  under 1 ms). An aborted read is simply re-run on a pooled
   reader in its worker thread, as before, so a large scan never blocks the loop for long.
 * **Never waits for a lock**: ``busy_timeout`` is 0, so a read that would have to wait
   (a WAL reset racing a checkpoint, rare) fails at once and goes to a pooled reader.
@@ -24,20 +25,18 @@ from pathlib import Path
 from typing import TypeVar
 
 from memlane.store.sqlite.schema import READER_PRAGMAS
+from memlane.store.types import StoreClosedError
 
 __all__ = ["DEFAULT_BUDGET", "InlineReader", "TooMuchWork"]
 
 T = TypeVar("T")
 
-DEFAULT_BUDGET = 20_000  # VM steps per statement; see the module docstring
+DEFAULT_BUDGET = 20_000  # VM steps per read (every statement of it); see the docstring
+_TICK = 1_000  # how often SQLite calls back to count steps
 
 
 class TooMuchWork(Exception):
     """The read needs more than the inline budget (or would wait for a lock)."""
-
-
-def _stop() -> int:
-    return 1  # any non-zero return makes SQLite abort the running statement
 
 
 class InlineReader:
@@ -51,10 +50,20 @@ class InlineReader:
         for pragma in READER_PRAGMAS:
             self._conn.execute(pragma)
         self._conn.execute("PRAGMA busy_timeout = 0")
+        self._closed = False
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn(connection)`` with every statement capped at ``budget`` steps."""
-        self._conn.set_progress_handler(_stop, self.budget)
+        """``fn(connection)``, all its statements together capped at ``budget`` steps."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        steps = 0
+
+        def tick() -> bool:  # SQLite's counter restarts per statement: keep our own
+            nonlocal steps
+            steps += _TICK
+            return steps > self.budget  # true aborts the running statement
+
+        self._conn.set_progress_handler(tick, _TICK)
         try:
             result = fn(self._conn)
         except sqlite3.OperationalError as exc:  # interrupted, or busy/locked
@@ -66,4 +75,5 @@ class InlineReader:
         return result
 
     def close(self) -> None:
+        self._closed = True
         self._conn.close()
