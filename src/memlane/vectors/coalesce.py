@@ -3,7 +3,7 @@
 Why. A lone flat search streams every vector through one core; 64 lone searches stream
 them 64 times. Batched, FAISS scores a block of queries against a block of vectors with
 one BLAS matrix multiply: measured on this 2-core machine at 100k x 384, 64 queries in
-one call ran at ~1,100 queries/s against ~150 for lone ones.
+one FAISS call ran at ~1,700 queries/s against ~165 for lone ones (benchmarks/search.py).
 
 How. No timer: a search that finds a free worker starts at once, alone. Searches that
 arrive while every worker is busy wait in a queue, and the next worker to finish takes

@@ -86,16 +86,6 @@ class Directory:
         self._base_ids, self._base_starts = all_ids[order], all_starts[order]
         self._base_live = len(all_ids)
 
-    def items(self) -> tuple[I64, I64]:
-        """Every (id, start) pair, as two arrays (for compaction and rebuilds)."""
-        keep = self._base_starts >= 0
-        extra_ids = np.fromiter(self._extra.keys(), dtype=np.int64, count=len(self._extra))
-        extra_starts = np.fromiter(self._extra.values(), dtype=np.int64, count=len(self._extra))
-        return (
-            np.concatenate([self._base_ids[keep], extra_ids]),
-            np.concatenate([self._base_starts[keep], extra_starts]),
-        )
-
     def __contains__(self, item_id: object) -> bool:
         if isinstance(item_id, bool) or not isinstance(item_id, (int, np.integer)):
             return False
