@@ -46,6 +46,7 @@ from memlane.store.timestamps import Clock, from_micros
 from memlane.store.types import (
     IndexConfig,
     Item,
+    ItemFields,
     Op,
     Result,
     SearchItem,
@@ -74,8 +75,8 @@ class _Record:
     def live(self, now: float) -> bool:
         return self.expires_at is None or self.expires_at > now
 
-    def to_item(self) -> Item:
-        return Item._trusted(
+    def _fields(self) -> ItemFields:
+        return (
             orjson.loads(self.encoded),
             self.key,
             self.namespace,
@@ -83,8 +84,11 @@ class _Record:
             from_micros(self.updated_at),
         )
 
+    def to_item(self) -> Item:
+        return Item._trusted(*self._fields())
+
     def to_search_item(self, score: float | None) -> SearchItem:
-        return SearchItem._scored(self.to_item(), score)
+        return SearchItem._scored(self._fields(), score)
 
 
 @dataclass(slots=True)

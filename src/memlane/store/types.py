@@ -54,6 +54,10 @@ class StoreClosedError(RuntimeError):
     """The store was closed; it accepts no more calls."""
 
 
+# What a store reads back for an item: value, key, namespace, created_at, updated_at.
+ItemFields: TypeAlias = tuple[dict[str, Any], str, tuple[str, ...], datetime, datetime]
+
+
 class Item:
     """A stored document: its namespace, key, JSON value and timestamps (UTC)."""
 
@@ -142,9 +146,9 @@ class SearchItem(Item):
         self.score = score
 
     @classmethod
-    def _scored(cls, item: Item, score: float | None) -> SearchItem:
-        """``item``'s fields with a score (a store's trusted values, no checks)."""
-        found = cls._trusted(item.value, item.key, item.namespace, item.created_at, item.updated_at)
+    def _scored(cls, fields: ItemFields, score: float | None) -> SearchItem:
+        """From a store's trusted ``(value, key, namespace, created_at, updated_at)``."""
+        found = cls._trusted(*fields)
         found.score = score
         return found
 

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from memlane.store.timestamps import from_micros
-from memlane.store.types import Item, SearchItem
+from memlane.store.types import Item, ItemFields, SearchItem
 
 __all__ = [
     "ITEM_COLUMNS",
@@ -56,8 +56,8 @@ def prefix_condition(prefix: tuple[str, ...], column: str = "namespace") -> tupl
     )
 
 
-def row_to_item(row: tuple[Any, ...]) -> Item:
-    return Item._trusted(
+def _fields(row: tuple[Any, ...]) -> ItemFields:
+    return (
         orjson.loads(row[3]),
         row[2],
         decode_namespace(row[1]),
@@ -66,5 +66,9 @@ def row_to_item(row: tuple[Any, ...]) -> Item:
     )
 
 
+def row_to_item(row: tuple[Any, ...]) -> Item:
+    return Item._trusted(*_fields(row))
+
+
 def row_to_search_item(row: tuple[Any, ...], score: float | None) -> SearchItem:
-    return SearchItem._scored(row_to_item(row), score)
+    return SearchItem._scored(_fields(row), score)

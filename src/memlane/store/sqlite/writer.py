@@ -49,7 +49,9 @@ class WriterError(RuntimeError):
 
 
 class _MirrorError(Exception):
-    """A committed batch could not be applied to the vector index (no retry: it is in SQL)."""
+    """A committed batch could not be applied to the vector index. No retry (it is in SQL):
+    its callers get ``WriterError``, and its items stay out of query searches until the
+    store is reopened and rebuilds the index from the stored vectors (docs/sqlite.md)."""
 
 
 @dataclass(slots=True)
