@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed-dev
 .PHONY: demo test lint bench clean
 
 # One set-up for everything: the langgraph extra (the adapter and migration tests run
-# against the real LangGraph and LangChain) and the bench extra (the suite's smoke run of
-# memlane bench draws its plots with matplotlib; mypy checks the rich and matplotlib code).
+# against the real LangGraph and LangChain) and the bench extra (the suite runs
+# `memlane bench --quick` once, plots included; mypy checks the rich and matplotlib code).
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip

@@ -22,9 +22,6 @@ __all__ = ["add_arguments", "run"]
 
 PACKAGES = ("memlane", "langgraph", "langgraph-checkpoint-sqlite", "langchain",
             "langchain-core", "faiss-cpu", "numpy", "aiosqlite", "orjson", "rich", "matplotlib")
-INSTALL_HINT = "pip install 'memlane[bench]'"
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from memlane.bench.plan import FAMILIES
 
@@ -97,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from memlane.bench import report
     from memlane.bench.progress import PlainDisplay, make_display
     from memlane.bench.suite import planned_steps, run_suite
+    from memlane.bench.systems import INSTALL_HINT
 
     plan = _plan(args)
     started = dt.datetime.now().astimezone()

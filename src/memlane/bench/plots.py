@@ -191,9 +191,7 @@ def ratio_plot(plt: Any, rows: list[Row], out: Path) -> bool:
     placed: dict[str, tuple[list[float], list[float]]] = {a: ([], []) for a, *_ in pairs}
     for i, row in enumerate(latest.values()):
         found = row.ratios()
-        present = [a for a, b, *_ in pairs if f"{a} vs {b}" in found
-                   # memory: LangGraph's SQLite store ran without an index; no fair pair
-                   and not (row.scenario == "peak_memory" and a == "memlane-sqlite")]
+        present = [a for a, b, *_ in pairs if f"{a} vs {b}" in found]
         for j, ours in enumerate(present):
             ref = next(b for a, b, *_ in pairs if a == ours)
             placed[ours][0].append(i + (j - (len(present) - 1) / 2) * height)

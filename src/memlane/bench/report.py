@@ -206,7 +206,8 @@ def load_rows(path: Path) -> list[Row]:
     rows = []
     for data in json.loads(path.read_text())["rows"]:
         row = Row(data["scenario"], data["variant"], data["metric"], data["unit"],
-                  data["higher_is_better"], data["items"], data["params"], data["note"])
+                  data["higher_is_better"], data["items"], data["params"], data["note"],
+                  unlike=tuple(data.get("unlike", ())))
         for key, result in data["results"].items():
             row.outcomes[key] = Outcome(values=list(result.get("values", [])),
                                         skipped=result.get("skipped"))

@@ -53,6 +53,8 @@ class Row:
     params: dict[str, Any] = field(default_factory=dict)
     note: str = ""
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    # references that did other work in this row (say why in ``note``): no ratio against them
+    unlike: tuple[str, ...] = ()
 
     def skip(self, system: str, reason: str) -> None:
         self.outcomes[system] = Outcome(skipped=reason)
@@ -65,6 +67,8 @@ class Row:
             if mine is None or mine.skipped or not mine.values:
                 continue
             for ref in references:
+                if ref in self.unlike:
+                    continue
                 theirs = self.outcomes.get(ref)
                 if theirs is None or theirs.skipped or not theirs.values:
                     continue
@@ -84,6 +88,7 @@ class Row:
             "higher_is_better": self.higher_is_better,
             "note": self.note,
             "results": {key: outcome.to_json() for key, outcome in self.outcomes.items()},
+            "unlike": list(self.unlike),
             "ratios": self.ratios(),
         }
 

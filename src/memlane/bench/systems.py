@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,10 +21,12 @@ from memlane.bench.workloads import Item
 __all__ = [
     "AGENT_SYSTEMS",
     "CEILINGS",
+    "INSTALL_HINT",
     "STORES",
     "SYSTEMS",
     "StoreHandle",
     "System",
+    "langgraph_sqlite",
     "unavailable",
 ]
 
@@ -151,16 +153,21 @@ class StoreHandle:
 
             return LGInMemoryStore(index=self.index)  # type: ignore[arg-type]
         if key == "langgraph-sqlite":
-            from langgraph.store.sqlite.aio import AsyncSqliteStore
-
-            store = await stack.enter_async_context(
-                AsyncSqliteStore.from_conn_string(str(self.path), index=self.index)  # type: ignore[arg-type]
-            )
-            await store.conn.execute("PRAGMA journal_mode = WAL")  # the tuned set-up
-            await store.conn.execute("PRAGMA synchronous = NORMAL")
-            await store.setup()
-            return store
+            return await stack.enter_async_context(langgraph_sqlite(self.path, self.index))
         raise ValueError(f"not a store: {key}")
+
+
+@contextlib.asynccontextmanager
+async def langgraph_sqlite(path: Path, index: dict[str, Any] | None = None) -> AsyncIterator[Any]:
+    """LangGraph's AsyncSqliteStore, tuned as memlane's store is (WAL, synchronous=NORMAL):
+    its defaults (rollback journal, synchronous=FULL) would compare fsync policies."""
+    from langgraph.store.sqlite.aio import AsyncSqliteStore
+
+    async with AsyncSqliteStore.from_conn_string(str(path), index=index) as store:  # type: ignore[arg-type]
+        await store.conn.execute("PRAGMA journal_mode = WAL")
+        await store.conn.execute("PRAGMA synchronous = NORMAL")
+        await store.setup()
+        yield store
 
 
 def describe_failure(exc: BaseException) -> str:

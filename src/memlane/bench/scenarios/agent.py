@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from memlane.bench.runner import Row, Session, Trial
+from memlane.bench.systems import langgraph_sqlite as tuned_langgraph_sqlite
 from memlane.bench.systems import unavailable
 
 __all__ = [
@@ -206,10 +207,7 @@ langchain_runner = memlane_runner  # the same call: ainvoke(prompt, context=...)
 
 @contextlib.asynccontextmanager
 async def langgraph_sqlite(tmp: Path) -> AsyncIterator[Any]:
-    from langgraph.store.sqlite.aio import AsyncSqliteStore
-
-    async with AsyncSqliteStore.from_conn_string(str(tmp / "langgraph-agent.db")) as store:
-        await store.setup()
+    async with tuned_langgraph_sqlite(tmp / "langgraph-agent.db") as store:
         yield store
 
 
