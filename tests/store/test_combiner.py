@@ -41,13 +41,17 @@ async def test_a_task_cancelled_before_its_first_step_fails_its_callers_and_writ
     await asyncio.wait_for(combiner.submit("b"), 5)  # a new task serves later writes
 
 
-async def test_a_batch_that_raises_fails_every_caller_in_it() -> None:
+async def test_a_batch_that_raises_fails_every_caller_in_it_and_later_ones_run() -> None:
+    calls: list[list[int]] = []
+
     async def run(batch: list[int]) -> list[BaseException | None]:
-        raise OSError("disk on fire")
+        calls.append(batch)
+        if len(calls) == 1:
+            raise OSError("disk on fire")
+        return [None] * len(batch)
 
     combiner: WriteCombiner[int] = WriteCombiner(run)
     outcomes = await asyncio.gather(*(combiner.submit(n) for n in range(3)), return_exceptions=True)
     assert all(isinstance(o, OSError) for o in outcomes)
-    await asyncio.wait_for(
-        asyncio.gather(*(combiner.submit(n) for n in range(3)), return_exceptions=True), 5
-    )
+    later = await asyncio.wait_for(asyncio.gather(*(combiner.submit(n) for n in range(3))), 5)
+    assert later == [None, None, None] and calls[1] == [0, 1, 2]

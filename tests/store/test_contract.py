@@ -754,22 +754,29 @@ async def test_after_close_every_call_raises(make_store: StoreFactory) -> None:
             await call()
 
 
+@pytest.mark.parametrize("call", ["put", "get", "search", "query"])
 async def test_a_task_looping_on_store_calls_lets_other_tasks_run(
-    make_store: StoreFactory,
+    make_store: StoreFactory, call: str
 ) -> None:
-    """Every async call yields to the loop: a tight loop of puts and gets (answered
+    """Every async call yields to the loop: a tight loop of any one kind of call (answered
     inline, without any thread hop) cannot starve the loop's other tasks."""
-    store = await make_store()
+    store = await make_store(index=KEYWORD_INDEX)
+    await store.aput(("ns",), "k0", {"text": "apple"})
     other_ran = anyio.Event()
     loops_before_other: list[int] = []
+    calls = {
+        "put": lambda i: store.aput(("ns",), f"k{i % 10}", {"text": "apple"}),
+        "get": lambda i: store.aget(("ns",), "k0"),
+        "search": lambda i: store.asearch(("ns",), filter={"text": "apple"}),
+        "query": lambda i: store.asearch(("ns",), query="apple"),
+    }
 
     async def busy() -> None:
         for i in range(2_000):  # bounded, so a regression fails instead of hanging
             if other_ran.is_set():
                 loops_before_other.append(i)
                 return
-            await store.aput(("ns",), f"k{i % 10}", {"i": i})
-            await store.aget(("ns",), "k0")
+            await calls[call](i)
 
     async def other() -> None:
         other_ran.set()

@@ -195,6 +195,21 @@ async def test_searches_racing_puts_and_deletes_stay_consistent(
 def test_a_namespace_search_touches_only_that_namespace() -> None:
     store = InMemoryStore(index=INDEX)
     store.batch([_put(i) for i in range(N_ITEMS)])
+    # what a real query search hands the vector index: that namespace's items, no others
+    handed: list[object] = []
+    search = store._vectors_search
+
+    def spy(job):  # type: ignore[no-untyped-def]
+        handed.append(job.candidates)
+        return search(job)
+
+    store._vectors_search = spy  # type: ignore[method-assign]
+    hits = store.search(("users", "u3"), query=QUERIES[0], limit=5)
+    assert hits and {hit.namespace[:2] for hit in hits} == {("users", "u3")}
+    (candidates,) = handed
+    ids = {store._namespaces[hit.namespace][hit.key].item_id for hit in hits}
+    own = {r.item_id for b in store._buckets(("users", "u3")) for r in b.values()}
+    assert candidates is not None and set(candidates.tolist()) == own and ids <= own
     buckets = list(store._buckets(("users", "u3")))
     assert sum(len(b) for b in buckets) == len(
         [i for i in range(N_ITEMS) if i % USERS == 3]
