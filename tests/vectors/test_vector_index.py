@@ -326,3 +326,13 @@ def test_concurrent_searches_beside_writes() -> None:
     assert sum(searches) > 100
     assert index.item_count == n_stable + n_churn
     assert all(i not in index for i in doomed)
+
+
+def test_an_empty_block_of_the_wrong_width_is_refused_not_taken_for_a_removal() -> None:
+    index = VectorIndex(DIMS)
+    index.upsert([(1, unit(np.ones((1, DIMS))))])
+    with pytest.raises(ValueError, match=f"\\(k, {DIMS}\\)"):
+        index.upsert([(1, np.empty((0, DIMS + 1), dtype=np.float32))])
+    assert 1 in index
+    index.upsert([(1, np.empty((0, DIMS), dtype=np.float32))])  # the right width: removed
+    assert 1 not in index

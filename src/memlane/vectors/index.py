@@ -300,8 +300,8 @@ class VectorIndex:
 
     def _check_vectors(self, vectors: np.ndarray) -> F32:
         arr = np.asarray(vectors)
-        if arr.size == 0:
-            return np.empty((0, self.dims), dtype=np.float32)
+        if arr.size == 0 and not (arr.ndim == 2 and arr.shape[1] not in (0, self.dims)):
+            return np.empty((0, self.dims), dtype=np.float32)  # no vectors: a removal
         if arr.ndim != 2 or arr.shape[1] != self.dims:
             raise ValueError(f"vectors must have shape (k, {self.dims}), got {arr.shape}")
         return arr.astype(np.float32, copy=False)
@@ -514,11 +514,13 @@ class VectorIndex:
     # -- reads ----------------------------------------------------------------------
 
     def __contains__(self, item_id: object) -> bool:
-        return item_id in self._where
+        with self._mutex:  # the directory changes in several steps under it
+            return item_id in self._where
 
     @property
     def item_count(self) -> int:
-        return len(self._where)
+        with self._mutex:
+            return len(self._where)
 
     @property
     def vector_count(self) -> int:
