@@ -134,18 +134,50 @@ def test_load_validates_and_replaces() -> None:
     assert np.array_equal(index.vectors_of(9), vecs[:1])
 
 
-def test_directory_mixes_bulk_arrays_and_a_dict() -> None:
+def test_directory_keeps_dense_ids_in_an_array_and_far_ones_in_a_dict() -> None:
     directory = Directory()
     directory.load(np.array([10, 30, 20], dtype=np.int64), np.array([1, 3, 2], dtype=np.int64))
-    directory.set_many(np.array([30, 40], dtype=np.int64), np.array([33, 44], dtype=np.int64))
-    directory.drop_many(np.array([10, 99], dtype=np.int64))
-    ids = np.array([10, 20, 30, 40, 50], dtype=np.int64)
-    assert directory.get_many(ids).tolist() == [-1, 2, 33, 44, -1]
-    assert len(directory) == 3 and 40 in directory and 10 not in directory
+    far = 2**62
+    directory.set_many(
+        np.array([30, 40, far], dtype=np.int64), np.array([33, 44, 5], dtype=np.int64)
+    )
+    directory.drop_many(np.array([10, 99, 10, 2**63 - 1], dtype=np.int64))
+    ids = np.array([10, 20, 30, 40, 50, far], dtype=np.int64)
+    assert directory.get_many(ids).tolist() == [-1, 2, 33, 44, -1, 5]
+    assert len(directory) == 4 and 40 in directory and 10 not in directory and far in directory
+    assert directory.get(far) == 5 and directory.get(far + 1) == -1
     directory.set_many(np.array([10], dtype=np.int64), np.array([7], dtype=np.int64))
-    assert directory.get(10) == 7 and len(directory) == 4
-    ids = np.array([10, 20, 30, 40], dtype=np.int64)
-    assert directory.get_many(ids).tolist() == [7, 2, 33, 44]
+    assert directory.get(10) == 7 and len(directory) == 5
+    directory.drop_many(np.array([far], dtype=np.int64))
+    assert far not in directory and len(directory) == 4
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.booleans(),
+            st.lists(st.integers(0, 300_000), min_size=1, max_size=20, unique=True),
+        ),
+        max_size=30,
+    )
+)
+def test_directory_matches_a_dict(steps: list[tuple[bool, list[int]]]) -> None:
+    """Growth, ids moving from the dict into the grown array, drops: like a plain dict."""
+    directory, model = Directory(), {}
+    for n, (drop, ids) in enumerate(steps):
+        arr = np.array(ids, dtype=np.int64)
+        if drop:
+            directory.drop_many(arr)
+            for item in ids:
+                model.pop(item, None)
+        else:
+            starts = np.arange(n * 100, n * 100 + len(ids), dtype=np.int64)
+            directory.set_many(arr, starts)
+            model.update(zip(ids, starts.tolist(), strict=True))
+        assert len(directory) == len(model)
+        probe = np.array(sorted({*ids, *model, 0, 299_999}), dtype=np.int64)
+        assert directory.get_many(probe).tolist() == [model.get(i, -1) for i in probe.tolist()]
 
 
 def test_a_write_sealing_the_tail_while_compaction_starts_loses_nothing() -> None:
