@@ -119,6 +119,25 @@ def test_items_with_many_close_vectors_never_under_fill() -> None:
         assert index.search(q, k, subset) == reference(items, q, k, subset)
 
 
+def test_scoped_search_with_near_ties_at_the_kth_score_stays_exact() -> None:
+    """Many rows whose float32 scores sit within rounding of the k-th one: the float32
+    ranking pass may order them wrongly, the page must still be the canonical top k."""
+    rng = np.random.default_rng(11)
+    q = unit(rng.standard_normal((1, DIMS)))[0]
+    base = unit(rng.standard_normal((1, DIMS)))[0]
+    # 300 one-vector items: the same vector nudged by less than float32 rounding of a dot
+    near = base + 1e-7 * rng.standard_normal((300, DIMS)).astype(np.float32)
+    items = {i: near[i][None, :] for i in range(300)}
+    items.update({i: unit(rng.standard_normal((1, DIMS))) for i in range(300, 400)})
+    index = VectorIndex(DIMS)
+    index.upsert(list(items.items()))
+    scores = {float(reference(items, q, 1, np.array([i]))[0][1]) for i in range(300)}
+    assert len(scores) > 1  # the canonical scores do differ among the near-ties
+    for k in (1, 10, 60):
+        for candidates in (np.arange(0, 400), np.arange(0, 400, 3), np.arange(250, 350)):
+            assert index.search(q, k, candidates) == reference(items, q, k, candidates)
+
+
 def test_empty_index_and_edge_arguments() -> None:
     index = VectorIndex(DIMS)
     q = unit(np.ones((1, DIMS)))[0]

@@ -657,12 +657,31 @@ class VectorIndex:
         block = _gather_vecs(snap, rows)
         found = []
         for query in q:
-            scores = canonical(block, query)
             if single:  # one row per item: no max-pooling needed
-                found.append(top(owners, scores, k))
+                found.append(self._top_rows(block, owners, query, k))
             else:
-                found.append(top(*best_per_item(owners, scores), k))
+                found.append(top(*best_per_item(owners, canonical(block, query)), k))
         return found
+
+    def _top_rows(self, block: F32, owners: I64, query: F32, k: int) -> Hits:
+        """Exact top ``k`` of one-row items, canonically scored only where it can matter.
+
+        A float32 pass ranks the rows; a row more than ``2 * eps`` below the k-th float32
+        score is beaten by k rows even canonically (each score moves by at most ``eps``),
+        so only the ~k rows near the top get float64 scores (100 rows: ~13 -> ~4 us).
+        """
+        if len(block) > max(2 * k, _PREFILTER_MIN_ROWS):
+            rough = block @ query
+            kth = np.partition(rough, len(rough) - k)[len(rough) - k]
+            keep = np.flatnonzero(rough >= kth - 2 * self._eps(query[None, :]))
+            block, owners = block[keep], owners[keep]
+        return top(owners, canonical(block, query), k)
+
+    def _eps(self, q: F32) -> float:
+        """How far a float32 score may be from the canonical one, for the queries ``q``."""
+        # |float32 dot - exact dot| <= dims * 2**-24 * |q| * |v|; doubled for safety.
+        qnorm = float(np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64)).max())
+        return self.dims * 2.0**-23 * self._max_norm * max(qnorm, 1.0)
 
     def _rows_of(self, candidates: np.ndarray) -> tuple[Snapshot, I64, I64 | None, bool]:
         """A snapshot, the rows (global) of the candidate items live in it, each row's owner
@@ -710,9 +729,7 @@ class VectorIndex:
             return results
         per_item = -(-self._live_rows // max(1, len(self._where)))
         fetch = min(selected, (k + max(k, 16)) * max(1, per_item))
-        # |float32 dot - exact dot| <= dims * 2**-24 * |q| * |v|; doubled for safety.
-        qnorm = float(np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64)).max())
-        eps = self.dims * 2.0**-23 * self._max_norm * max(qnorm, 1.0)
+        eps = self._eps(q)
         pending = np.arange(len(q))
         while len(pending):
             dist, hits = _knn(snap, q[pending], fetch, sel, threads)
@@ -775,9 +792,7 @@ def _groups(rows: I64) -> _Groups:
     ordered = slots[order]
     cuts = [0, *(np.flatnonzero(ordered[1:] != ordered[:-1]) + 1).tolist(), len(rows)]
     local = rows[order] & LOCAL_MASK
-    return [
-        (int(ordered[a]), order[a:b], local[a:b]) for a, b in itertools.pairwise(cuts)
-    ]
+    return [(int(ordered[a]), order[a:b], local[a:b]) for a, b in itertools.pairwise(cuts)]
 
 
 def _gather(snap: Snapshot, rows: I64, field: str) -> I64:
@@ -797,6 +812,8 @@ def _gather(snap: Snapshot, rows: I64, field: str) -> I64:
 # rows are copied one by one (7 us for 26 rows; fancy indexing 2 us, or ~1 ms on average
 # beside a busy thread); more rows are worth numpy's speed (100: 43 us against 8 us).
 _FEW_ROWS = 32
+# Below this many rows a float32 ranking pass before the canonical one saves nothing.
+_PREFILTER_MIN_ROWS = 48
 
 
 def _take_rows(vecs: F32, local: I64) -> F32:
