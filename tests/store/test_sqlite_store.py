@@ -541,3 +541,40 @@ def test_the_inline_budget_counts_every_statement_of_a_read(tmp_path: Path) -> N
     reader.close()
     with pytest.raises(StoreClosedError):
         reader.run(scan)
+
+
+async def test_reads_racing_close_succeed_or_raise_store_closed(tmp_path: Path) -> None:
+    """Reads in flight or arriving while the store closes: each one either answers or
+    raises StoreClosedError, never an error of a connection closed underneath it."""
+    path = tmp_path / "m.db"
+    async with SqliteStore.open(path, index=INDEX) as store:
+        await store.abatch([PutOp(("docs",), f"k{i}", {"text": f"apple {i}"}) for i in range(300)])
+    for attempt in range(6):
+        store = await SqliteStore.open(
+            path, index=INDEX, inline_reads=attempt % 2 == 0
+        ).__aenter__()
+        outcomes: list[BaseException | None] = []
+
+        async def read(
+            n: int, store: SqliteStore = store, outcomes: list[BaseException | None] = outcomes
+        ) -> None:
+            for _ in range(1 + n % 7):  # later reads of a task arrive during the close
+                try:
+                    if n % 3 == 0:
+                        await store.aget(("docs",), f"k{n}")
+                    elif n % 3 == 1:
+                        await store.asearch(("docs",), filter={"text": f"apple {n}"})
+                    else:
+                        await store.asearch(("docs",), query="apple", limit=5)
+                except Exception as exc:
+                    outcomes.append(exc)
+                else:
+                    outcomes.append(None)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(60):
+                tg.start_soon(read, n)
+            tg.start_soon(store.aclose)
+        unexpected = [e for e in outcomes if e is not None and not isinstance(e, StoreClosedError)]
+        assert not unexpected, unexpected
+        assert len(outcomes) == sum(1 + n % 7 for n in range(60))

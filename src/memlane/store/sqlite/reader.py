@@ -38,7 +38,7 @@ from memlane.store.sqlite.codec import (
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.inline import InlineReader, TooMuchWork
 from memlane.store.timestamps import Clock
-from memlane.store.types import Item, SearchItem
+from memlane.store.types import Item, SearchItem, StoreClosedError
 from memlane.vectors import SearchCoalescer, VectorIndex
 
 __all__ = ["Readers"]
@@ -80,10 +80,20 @@ class Readers:
         self._touch = touch
         self.get_hops = 0  # thread hops spent on gets (tests check the coalescing)
         self._crowd_hint = False  # the last coalesced batch held several gets
+        self._closing = False  # set by shut(): new reads raise StoreClosedError
 
     # ---- connection leasing --------------------------------------------------------------
 
     async def _acquire(self) -> aiosqlite.Connection:
+        """A connection for a new read; refused once the store is closing (see ``shut``)."""
+        self._check_open()
+        return await self._lease()
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise StoreClosedError("the store is closed")
+
+    async def _lease(self) -> aiosqlite.Connection:
         if self._idle:
             return self._idle.pop()
         waiter: asyncio.Future[aiosqlite.Connection] = asyncio.get_running_loop().create_future()
@@ -106,15 +116,14 @@ class Readers:
                 return
         self._idle.append(conn)
 
-    def close(self) -> None:
-        """End the vector search worker threads (connections are closed by the store)."""
+    async def shut(self) -> None:
+        """Refuse new reads, let those holding a connection or queued for one finish, and
+        end the vector search worker threads (the store closes the connections after)."""
+        self._closing = True
+        held = [await self._lease() for _ in self._connections]
+        self._idle.extend(held)
         if self._coalescer is not None:
             self._coalescer.close()
-
-    async def wait_idle(self) -> None:
-        """Wait until every connection is back in the pool (nothing is in flight)."""
-        held = [await self._acquire() for _ in self._connections]
-        self._idle.extend(held)
 
     # ---- gets ----------------------------------------------------------------------------
 
@@ -150,6 +159,9 @@ class Readers:
                 if refresh and row[6] is not None:
                     self._touch([row[0]], now)
                 return row_to_item(row)
+        # Checked here, with no await before the append: a get queued once ``shut`` has
+        # run would be flushed on a connection the store is about to close.
+        self._check_open()
         future: asyncio.Future[Item | None] = asyncio.get_running_loop().create_future()
         self._pending.append((encoded, key, refresh, future))
         if len(self._pending) == 1 and self._idle:

@@ -195,8 +195,9 @@ class SqliteStore(BaseStore):
                 inline_max=32 if synchronous == "NORMAL" else 0,  # FULL fsyncs: use the thread
             )
             inline = InlineReader(db_path) if inline_reads else None
-            reader_pool = Readers(reader_conns, vectors=vectors, clock=store_clock,
-                                  touch=writer.touch, inline=inline)
+            reader_pool = Readers(
+                reader_conns, vectors=vectors, clock=store_clock, touch=writer.touch, inline=inline
+            )
             store = cls(
                 path=db_path,
                 index_config=index_config,
@@ -362,8 +363,7 @@ class SqliteStore(BaseStore):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._readers.wait_idle()
-        self._readers.close()
+        await self._readers.shut()
         for release in self._on_close:
             result = release()
             if asyncio.iscoroutine(result):
