@@ -33,6 +33,7 @@ import orjson
 from memlane.store.base import BaseStore
 from memlane.store.combiner import WriteCombiner
 from memlane.store.indexing import Indexer, PutVectors
+from memlane.store.isolate import call_isolating
 from memlane.store.namespaces import list_matching_namespaces
 from memlane.store.ops import (
     PreparedGet,
@@ -232,32 +233,32 @@ class InMemoryStore(BaseStore):
             embedded = await self._indexer.embedder.aembed_texts(embed_plan.texts)
         return embed_plan.split(embedded, self._indexer.dims)
 
+    async def _aembed_plans(self, plans: list[_Plan]) -> list[list[PutVectors]]:
+        """Each plan's vectors, from one embed call for all of them."""
+        merged = _Plan([], [w for p in plans for w in p.writes],
+                       [v for p in plans for v in p.values])
+        flat = await self._aembed_puts(merged)
+        found, start = [], 0
+        for plan in plans:
+            found.append(flat[start : start + len(plan.writes)])
+            start += len(plan.writes)
+        return found
+
     async def _write_batch(self, plans: list[_Plan]) -> list[BaseException | None]:
         """Run the combiner's batch: one embed call, one lock round, one index update.
 
         A request whose texts cannot be embedded fails alone; if the shared embed call
-        itself raises, each request is embedded on its own to find the one at fault.
+        itself raises, the requests at fault are found by halving (``isolate.py``).
         """
         errors: list[BaseException | None] = [None] * len(plans)
         outcomes: list[list[PutVectors]] = [[] for _ in plans]
         if self._indexer is not None:
-            merged = _Plan([], [w for p in plans for w in p.writes],
-                           [v for p in plans for v in p.values])
-            try:
-                flat = await self._aembed_puts(merged)
-            except Exception:
-                for n, plan in enumerate(plans):
-                    try:
-                        outcomes[n] = await self._aembed_puts(plan)
-                    except Exception as exc:
-                        errors[n] = exc
-            else:
-                start = 0
-                for n, plan in enumerate(plans):
-                    outcomes[n] = flat[start : start + len(plan.writes)]
-                    start += len(plan.writes)
-            for n, plan in enumerate(plans):
-                errors[n] = errors[n] or _embedding_error(plan, outcomes[n])
+            for n, found in enumerate(await call_isolating(plans, self._aembed_plans)):
+                if isinstance(found, Exception):
+                    errors[n] = found
+                else:
+                    outcomes[n] = found
+                    errors[n] = _embedding_error(plans[n], found)
         with self._lock:
             if self._closed:
                 return [StoreClosedError("this InMemoryStore is closed") for _ in plans]

@@ -9,8 +9,9 @@ future. The writer takes everything waiting (up to ``max_batch``), and for that 
 4. applies the committed changes to the vector index on that same thread;
 5. resolves each caller's future, so an acknowledged write is visible to every reader.
 
-One bad request fails only its own caller: a failed embed call or transaction is retried
-request by request. If the writer itself stops, every queued caller gets an error instead
+One bad request fails only its own caller: a failed embed call is retried on halves of the
+batch until the requests at fault are found (``isolate.py``), a failed transaction request
+by request. If the writer itself stops, every queued caller gets an error instead
 of waiting forever.
 """
 
@@ -28,6 +29,7 @@ import aiosqlite
 import numpy as np
 
 from memlane.store.indexing import Indexer
+from memlane.store.isolate import call_isolating
 from memlane.store.ops import PreparedPut
 from memlane.store.settle import settle_fairly
 from memlane.store.sqlite.codec import encode_namespace
@@ -317,23 +319,28 @@ class Writer:
             todo = [e for e in survivors if not e.embedded and not e.put.is_delete]
             if not todo:
                 return survivors
-            try:
-                await self._embed_entries(todo)
-            except Exception:
-                for request in sorted({e.request for e in todo}):
-                    group = [e for e in todo if e.request == request]
-                    try:
-                        await self._embed_entries(group)
-                    except Exception as exc:
-                        failed[request] = exc
-                        for entry in group:
-                            entry.embedded = True
+            by_request: dict[int, list[_Entry]] = {}
+            for entry in todo:
+                by_request.setdefault(entry.request, []).append(entry)
+            groups = list(by_request.values())
+            for group, outcome in zip(
+                groups, await call_isolating(groups, self._embed_groups), strict=True
+            ):
+                if isinstance(outcome, Exception):
+                    failed[group[0].request] = outcome
+                    for entry in group:
+                        entry.embedded = True
             for entry in todo:
                 if entry.error is not None and entry.request not in failed:
                     failed[entry.request] = EmbeddingError(
                         f"cannot index the put to {entry.put.namespace!r}/{entry.put.key!r}: "
                         f"{entry.error}"
                     )
+
+    async def _embed_groups(self, groups: list[list[_Entry]]) -> list[None]:
+        """Embed several requests' entries in one call (``call_isolating`` splits them)."""
+        await self._embed_entries([entry for group in groups for entry in group])
+        return [None] * len(groups)
 
     async def _embed_entries(self, group: list[_Entry]) -> None:
         assert self._indexer is not None
