@@ -152,6 +152,46 @@ def test_directory_keeps_dense_ids_in_an_array_and_far_ones_in_a_dict() -> None:
     assert far not in directory and len(directory) == 4
 
 
+def test_directory_never_finds_negative_ids_and_refuses_to_store_them() -> None:
+    directory = Directory()
+    directory.set_many(np.arange(10, dtype=np.int64), np.arange(100, 110, dtype=np.int64))
+    probe = np.array([-1, -11, 3, -(2**62)], dtype=np.int64)
+    assert directory.get_many(probe).tolist() == [-1, -1, 103, -1]
+    assert directory.get(-1) == -1 and -1 not in directory
+    directory.drop_many(np.array([-1, 9], dtype=np.int64))
+    assert len(directory) == 9 and directory.get(8) == 108
+    with pytest.raises(ValueError, match="-5"):
+        directory.set_many(np.array([-5], dtype=np.int64), np.array([1], dtype=np.int64))
+
+
+def test_directory_stays_an_array_under_churn_and_beside_an_outlier() -> None:
+    """Ids keep growing while the live count stays put (rewrites, expiry): the array
+    covers them up to ``slots_per_item`` ids an item; one far id goes alone to the dict."""
+    directory = Directory(slots_per_item=48)
+    live = 10_000
+    directory.set_many(np.arange(live, dtype=np.int64), np.arange(live, dtype=np.int64))
+    for step in range(1, 40):  # 2,000 items leave, 2,000 new ids arrive
+        gone = np.arange((step - 1) * 2_000, step * 2_000, dtype=np.int64)
+        directory.drop_many(gone)
+        fresh = np.arange(live + (step - 1) * 2_000, live + step * 2_000, dtype=np.int64)
+        directory.set_many(fresh, fresh)
+    assert len(directory) == live and not directory._sparse
+    ids = np.arange(200_000, 205_000, dtype=np.int64)
+    directory.set_many(np.append(ids, 10**12), np.append(ids, 7))
+    assert list(directory._sparse) == [10**12]
+    assert directory.get_many(np.array([200_000, 10**12], dtype=np.int64)).tolist() == [200_000, 7]
+
+
+def test_a_search_with_negative_candidate_ids_finds_only_real_items() -> None:
+    rng = np.random.default_rng(5)
+    vectors = unit(rng.standard_normal((20, DIMS)))
+    index = VectorIndex(DIMS)
+    index.upsert([(i, vectors[i][None, :]) for i in range(20)])
+    hits = index.search(vectors[19], 3, np.array([-1, -2, 4, 5], dtype=np.int64))
+    assert sorted(item for item, _ in hits) == [4, 5]
+    assert index.search(vectors[19], 3, np.array([-1], dtype=np.int64)) == []
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     steps=st.lists(
@@ -176,7 +216,7 @@ def test_directory_matches_a_dict(steps: list[tuple[bool, list[int]]]) -> None:
             directory.set_many(arr, starts)
             model.update(zip(ids, starts.tolist(), strict=True))
         assert len(directory) == len(model)
-        probe = np.array(sorted({*ids, *model, 0, 299_999}), dtype=np.int64)
+        probe = np.array(sorted({*ids, *model, 0, 299_999, -1}), dtype=np.int64)
         assert directory.get_many(probe).tolist() == [model.get(i, -1) for i in probe.tolist()]
 
 

@@ -4,8 +4,12 @@ Why an array indexed by the id: the stores number their items densely (SQLite's 
 InMemoryStore's counter), so ``starts[item_id]`` costs 8 bytes an id and looks up a
 user's 100 items in one numpy take (~2 us). A dict cost ~140 bytes an entry and, at 100k
 items, ~40 us for the same 100 lookups (a few cache misses each); sorted arrays with
-``searchsorted`` cost ~20 probes an id. Ids far above the item count (a caller numbering
-items its own way) would make the array mostly empty: those go to a dict instead.
+``searchsorted`` cost ~20 probes an id. Ids far above the item count would make the
+array mostly empty, so it may grow to ``slots_per_item`` times the item count (plus 64k
+slots) and ids past that go to a dict. The index sets ``slots_per_item`` so the array
+never costs more than a quarter of the vectors' own memory (48 slots an item at 384
+dims): ids skipped by rewrites (SqliteStore) or numbered by a caller its own way fit
+until they are that sparse. Negative ids are never present.
 
 Not thread-safe on its own: the index mutates it under its publication mutex.
 """
@@ -19,16 +23,14 @@ __all__ = ["Directory"]
 
 I64 = npt.NDArray[np.int64]
 _MISSING = -1
-# The array may reach 4x the item count plus this many slots (512 KiB) before an id goes
-# to the dict instead: ids of a dense numbering never do.
-_SLACK = 1 << 16
-_GROWTH = 4
+_SLACK = 1 << 16  # slots the array may always have (512 KiB), whatever the item count
 
 
 class Directory:
     """A map from item ids to block starts; ``-1`` stands for "not present"."""
 
-    def __init__(self) -> None:
+    def __init__(self, slots_per_item: int = 4) -> None:
+        self._slots_per_item = slots_per_item
         self._dense: I64 = np.empty(0, dtype=np.int64)  # starts by id, -1 where absent
         self._dense_live = 0
         self._sparse: dict[int, int] = {}  # ids past the array (see the module docstring)
@@ -37,7 +39,7 @@ class Directory:
         return self._dense_live + len(self._sparse)
 
     def get(self, item_id: int) -> int:
-        if item_id < len(self._dense):
+        if 0 <= item_id < len(self._dense):
             return int(self._dense[item_id])
         return self._sparse.get(item_id, _MISSING)
 
@@ -46,23 +48,27 @@ class Directory:
         dense = self._dense
         if not len(ids):
             return np.empty(0, dtype=np.int64)
-        if not self._sparse and int(ids.max()) < len(dense):
+        if not self._sparse and int(ids.max()) < len(dense) and int(ids.min()) >= 0:
             found: I64 = dense[ids]  # the common case: one take
             return found
         out = np.full(len(ids), _MISSING, dtype=np.int64)
-        inside = ids < len(dense)
+        inside = (ids >= 0) & (ids < len(dense))
         out[inside] = dense[ids[inside]]
         if self._sparse:
             get = self._sparse.get
-            for pos in np.flatnonzero(~inside).tolist():
-                out[pos] = get(int(ids[pos]), _MISSING)
+            outside = np.flatnonzero(~inside)
+            out[outside] = np.fromiter(
+                (get(item, _MISSING) for item in ids[outside].tolist()), np.int64, len(outside)
+            )
         return out
 
     def set_many(self, ids: I64, starts: I64) -> None:
         """Point each id at its new start (ids unique)."""
         if not len(ids):
             return
-        self._reserve(int(ids.max()), len(ids))
+        if int(ids.min()) < 0:
+            raise ValueError(f"item ids are >= 0, got {int(ids.min())}")
+        self._reserve(ids)
         dense = self._dense
         inside = ids < len(dense)
         hit = ids[inside]
@@ -79,7 +85,7 @@ class Directory:
     def drop_many(self, ids: I64) -> None:
         """Forget ids (absent ones are ignored)."""
         dense = self._dense
-        hit = np.unique(ids[ids < len(dense)])
+        hit = np.unique(ids[(ids >= 0) & (ids < len(dense))])
         live = hit[dense[hit] >= 0]
         dense[live] = _MISSING
         self._dense_live -= len(live)
@@ -95,14 +101,14 @@ class Directory:
             return False
         return self.get(int(item_id)) >= 0
 
-    def _reserve(self, top_id: int, adding: int) -> None:
-        """Grow the array to cover ``top_id`` if that keeps it dense enough."""
+    def _reserve(self, ids: I64) -> None:
+        """Grow the array to cover as many of ``ids`` as keeps it dense enough."""
         size = len(self._dense)
-        if top_id < size:
-            return
-        limit = _GROWTH * (len(self) + adding) + _SLACK
-        if top_id >= limit:
-            return  # leave it to the dict, and keep the array as it is
+        limit = self._slots_per_item * (len(self) + len(ids)) + _SLACK
+        fitting = ids[ids < limit]
+        if not len(fitting) or int(fitting.max()) < size:
+            return  # the rest go to the dict
+        top_id = int(fitting.max())
         grown = np.full(min(max(top_id + 1, 2 * size), limit), _MISSING, dtype=np.int64)
         grown[:size] = self._dense
         self._dense = grown

@@ -153,7 +153,8 @@ class VectorIndex:
         self.dims = dims
         self._chunk_rows = chunk_rows
         self._snap = Snapshot((), (), 0)
-        self._where = Directory()
+        # its array may cost a quarter of the vectors' memory: dims * 4 / 8 / 4 slots an item
+        self._where = Directory(slots_per_item=max(4, dims // 8))
         self._tail: int | None = None  # the slot appends go to
         self._live_rows = 0
         self._max_norm = 1.0  # bounds FAISS's rounding error; see the module docstring
