@@ -582,10 +582,11 @@ async def test_reads_racing_close_succeed_or_raise_store_closed(tmp_path: Path) 
                 else:
                     outcomes.append(None)
 
-        async with anyio.create_task_group() as tg:
-            for n in range(60):
-                tg.start_soon(read, n)
-            tg.start_soon(store.aclose)
+        with anyio.fail_after(30):  # a read left behind by the close would hang here
+            async with anyio.create_task_group() as tg:
+                for n in range(60):
+                    tg.start_soon(read, n)
+                tg.start_soon(store.aclose)
         unexpected = [e for e in outcomes if e is not None and not isinstance(e, StoreClosedError)]
         assert not unexpected, unexpected
         assert len(outcomes) == sum(1 + n % 7 for n in range(60))
