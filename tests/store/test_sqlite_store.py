@@ -590,3 +590,28 @@ async def test_reads_racing_close_succeed_or_raise_store_closed(tmp_path: Path) 
         unexpected = [e for e in outcomes if e is not None and not isinstance(e, StoreClosedError)]
         assert not unexpected, unexpected
         assert len(outcomes) == sum(1 + n % 7 for n in range(60))
+
+
+async def test_rewrites_keep_item_ids_dense_and_never_reuse_a_deleted_one(tmp_path: Path) -> None:
+    """With an index, only new keys take fresh ids (the index maps ids to rows through an
+    array indexed by id): rewriting items does not spend ids, a deleted item's id is
+    never given to another item, and searches stay right."""
+    path = tmp_path / "ids.db"
+    async with SqliteStore.open(path, index=INDEX) as store:
+        for round_ in range(30):
+            await store.abatch(
+                [PutOp(("ns",), f"k{i}", {"text": f"apple {round_}"}) for i in range(10)]
+            )
+        async with anyio.create_task_group() as tasks:  # concurrent rewrites and new keys
+            for i in range(20):
+                tasks.start_soon(store.aput, ("ns",), f"k{i}", {"text": "banana"})
+        await store.adelete(("ns",), "k3")
+        await store.aput(("ns",), "late", {"text": "cherry"})
+        hits = await store.asearch(("ns",), query="cherry", limit=1)
+        assert [hit.key for hit in hits] == ["late"]
+        found = await store.asearch(("ns",), query="banana", limit=50)
+        assert [hit.value["text"] for hit in found[:19]] == ["banana"] * 19
+        assert {hit.key for hit in found} == {f"k{i}" for i in range(20)} - {"k3"} | {"late"}
+    ids = dict(sqlite3.connect(path).execute("SELECT key, id FROM items").fetchall())
+    assert sorted(ids.values()) == [*range(1, 4), *range(5, 21), 21]
+    assert ids["late"] == 21  # not k3's id 4

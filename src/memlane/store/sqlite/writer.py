@@ -113,6 +113,7 @@ class _Changes:
     upserted: list[tuple[int, np.ndarray]] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
     swept: int = 0
+    fresh_ids: int | None = None  # ids taken for new items (indexed stores), None: all offered
 
 
 _UPSERT = """
@@ -392,8 +393,14 @@ class Writer:
         if self._inline_max and len(entries) + len(touches) <= self._inline_max and not sweep:
             # A small batch commits in microseconds: less than the thread hop would cost.
             # No checkpoint can run here (see _checkpoint_if_due).
-            return transaction(self._raw)
-        return await run_on_connection_thread(self._conn, transaction)
+            changes = transaction(self._raw)
+        else:
+            changes = await run_on_connection_thread(self._conn, transaction)
+        if changes.fresh_ids is not None:
+            # The ids offered but not taken were never written, and commits run one at a
+            # time: the next batch offers them again.
+            self._next_id = ids.start + changes.fresh_ids
+        return changes
 
     async def _checkpoint_if_due(self, changes: _Changes, entries: list[_Entry]) -> None:
         """Checkpoint the WAL on the connection's thread after about ``checkpoint_bytes``.
@@ -485,7 +492,9 @@ def _write_entries(
     never names two items while the process runs: the vector index maps ids to items.
 
     With an index, vectors live in their own table beside the items (filter scans stay
-    small); the item ids the vector index needs are looked up once per key.
+    small); the item ids the vector index needs are looked up once per key, before the
+    upsert, so only new keys take fresh ids: ids stay dense under rewrites, which keeps
+    the index's id -> row array small (``directory.py``).
     """
     rows: list[tuple[Any, ...]] = []
     imported: list[tuple[Any, ...]] = []
@@ -518,15 +527,24 @@ def _write_entries(
         raw.executemany(_DELETE, deletes)
         return
     deleted_ids = [_item_id(raw, key) for key in deletes]
+    existing = [_item_id(raw, (row[0], row[1])) for row in rows]
+    put_ids: list[int] = []
+    taken = ids.start
+    for n, (row, found) in enumerate(zip(rows, existing, strict=True)):
+        if found is None:
+            found, taken = taken, taken + 1
+            rows[n] = (*row[:7], found, *row[8:])  # ?8 is the id of an inserted row
+        put_ids.append(found)
+    changes.fresh_ids = taken - ids.start
+    stamped = [row for row in rows if len(row) == 8] if imported else rows
+    imported = [row for row in rows if len(row) == 9]
     raw.executemany(_DELETE, deletes)
     raw.executemany(_UPSERT, stamped)
     raw.executemany(_IMPORT, imported)
-    put_ids = [_item_id(raw, (row[0], row[1])) for row in rows]
-    stale = [(item_id,) for item_id in [*put_ids, *deleted_ids] if item_id is not None]
+    stale = [(item_id,) for item_id in [*existing, *deleted_ids] if item_id is not None]
     raw.executemany(_DELETE_VECTORS, stale)
     vector_rows: list[tuple[int, bytes]] = []
     for entry, item_id in zip(put_entries, put_ids, strict=True):
-        assert item_id is not None, "an upserted row has an id"
         vectors = entry.vectors
         if vectors is not None and len(vectors):
             vector_rows.append((item_id, vectors.astype("<f4", copy=False).tobytes()))
