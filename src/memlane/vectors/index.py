@@ -6,8 +6,8 @@ readers can see and marks replaced rows dead with a version number, then publish
 :class:`Snapshot` with one attribute store. A search reads that attribute once and sees a
 consistent snapshot for as long as it runs: **searches never wait for writers, writers
 never wait for searches**. The one shared mutex guards the item directory and the
-publication; writers hold it for the directory updates of their batch (~0.1 us an item
-in its dict part), readers only while they look up candidate ids. Sealed chunks whose rows
+publication; writers hold it for the directory updates of their batch (a few array
+assignments), readers only while they look up candidate ids (one numpy take). Sealed chunks whose rows
 are mostly dead are compacted by a background thread into fresh chunks (old readers keep
 the old objects alive).
 
