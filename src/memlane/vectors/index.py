@@ -7,9 +7,9 @@ readers can see and marks replaced rows dead with a version number, then publish
 consistent snapshot for as long as it runs: **searches never wait for writers, writers
 never wait for searches**. The one shared mutex guards the item directory and the
 publication; writers hold it for the directory updates of their batch (a few array
-assignments), readers only while they look up candidate ids (one numpy take). Sealed chunks whose rows
-are mostly dead are compacted by a background thread into fresh chunks (old readers keep
-the old objects alive).
+assignments), readers only while they look up candidate ids (one numpy take). Sealed
+chunks whose rows are mostly dead are compacted by a background thread into fresh chunks
+(old readers keep the old objects alive).
 
 Exactness. An item's score is the best inner product among its vectors. FAISS (or numpy)
 finds the best vector hits, then the hit items are rescored *canonically* (float64 dot,
