@@ -128,12 +128,12 @@ async def langgraph_memory(data: Data, folder: Path) -> AsyncIterator[Any]:
 @contextlib.asynccontextmanager
 async def langgraph_sqlite(data: Data, folder: Path) -> AsyncIterator[Any]:
     from langgraph.store.base import PutOp as LgPutOp
-    from langgraph.store.sqlite.aio import AsyncSqliteStore
+
+    from memlane.bench import systems
 
     index = {"dims": DIMS, "embed": data.embed_lists, "fields": ["text"]}
-    path = str(folder / f"langgraph-{data.n}.db")
-    async with AsyncSqliteStore.from_conn_string(path, index=index) as store:  # type: ignore[arg-type]
-        await store.setup()
+    path = folder / f"langgraph-{data.n}.db"
+    async with systems.langgraph_sqlite(path, index) as store:  # WAL, as memlane's
         for start in range(0, data.n, 10_000):
             await store.abatch(
                 [LgPutOp(*data.item(i)) for i in range(start, min(data.n, start + 10_000))]

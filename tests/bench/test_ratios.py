@@ -3,9 +3,11 @@ not computed for, the ceiling chosen, and the order trials run in."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from memlane.bench.report import _best_ceiling, build_tables
+from memlane.bench.report import _best_ceiling, build_tables, load_rows, write_json
 from memlane.bench.runner import Outcome, Row, interleave
 
 pytestmark = pytest.mark.anyio
@@ -33,6 +35,15 @@ def test_no_ratio_against_a_skipped_or_unlike_reference() -> None:
     assert "memlane-sqlite vs langgraph-sqlite" not in unlike.ratios()
     cells = build_tables([unlike])[0].body[0]
     assert not any("×" in cell for cell in cells), "the table prints no ratio either"
+
+
+def test_an_unlike_reference_stays_unlike_in_a_reloaded_results_json(tmp_path: Path) -> None:
+    """Plots redrawn from a past run's results.json must not bring the ratio back."""
+    unlike = row(False, unlike=("langgraph-sqlite",), memlane_sqlite=5.0, langgraph_sqlite=9.0)
+    write_json(tmp_path / "results.json", [unlike], {}, {})
+    (reloaded,) = load_rows(tmp_path / "results.json")
+    assert reloaded.unlike == ("langgraph-sqlite",)
+    assert "memlane-sqlite vs langgraph-sqlite" not in reloaded.ratios()
 
 
 def test_the_best_ceiling_is_the_fastest_one() -> None:

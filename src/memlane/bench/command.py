@@ -22,6 +22,8 @@ __all__ = ["add_arguments", "run"]
 
 PACKAGES = ("memlane", "langgraph", "langgraph-checkpoint-sqlite", "langchain",
             "langchain-core", "faiss-cpu", "numpy", "aiosqlite", "orjson", "rich", "matplotlib")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from memlane.bench.plan import FAMILIES
 
