@@ -82,16 +82,21 @@ async def test_cancelled_caller_leaves_the_others_served() -> None:
 
 
 async def test_searches_after_every_queued_caller_was_cancelled_still_run() -> None:
+    """More cancelled callers than a batch holds, queued ahead of a live one: the live
+    one is still answered (the launcher skips whole batches of cancelled callers)."""
     index, rng = make_index()
-    coalescer = SearchCoalescer(index, workers=1, inline_rows=0, idle_inline_rows=0)
-    queries = unit(rng.standard_normal((5, DIMS)))
+    coalescer = SearchCoalescer(index, workers=1, inline_rows=0, idle_inline_rows=0, max_batch=2)
+    queries = unit(rng.standard_normal((7, DIMS)))
     first = asyncio.ensure_future(coalescer.search(queries[0], 5))
-    queued = [asyncio.ensure_future(coalescer.search(q, 5)) for q in queries[1:4]]
+    queued = [asyncio.ensure_future(coalescer.search(q, 5)) for q in queries[1:5]]
+    live = asyncio.ensure_future(coalescer.search(queries[5], 5))
     await asyncio.sleep(0)  # the first runs, the others wait in the queue
     for task in queued:
         task.cancel()
-    assert await first == index.search(queries[0], 5)
-    assert await coalescer.search(queries[4], 5) == index.search(queries[4], 5)
+    assert await asyncio.wait_for(first, 10) == index.search(queries[0], 5)
+    assert await asyncio.wait_for(live, 10) == index.search(queries[5], 5)
+    later = coalescer.search(queries[6], 5)
+    assert await asyncio.wait_for(later, 10) == index.search(queries[6], 5)
 
 
 async def test_after_close_searches_are_still_answered_and_the_workers_end() -> None:
@@ -108,3 +113,11 @@ async def test_after_close_searches_are_still_answered_and_the_workers_end() -> 
     for worker in workers:
         worker.join(timeout=5)
         assert not worker.is_alive()
+    # a search from another event loop after close starts no new worker pool either
+
+    async def on_another_loop() -> tuple[list[tuple[int, float]], bool]:
+        found = await coalescer.search(queries[0], 5)
+        return found, asyncio.get_running_loop() in coalescer._states
+
+    found, pooled = await asyncio.to_thread(asyncio.run, on_another_loop())
+    assert found == index.search(queries[0], 5) and not pooled

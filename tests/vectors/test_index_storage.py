@@ -136,7 +136,7 @@ def test_load_validates_and_replaces() -> None:
 
 def test_directory_keeps_dense_ids_in_an_array_and_far_ones_in_a_dict() -> None:
     directory = Directory()
-    directory.load(np.array([10, 30, 20], dtype=np.int64), np.array([1, 3, 2], dtype=np.int64))
+    directory.set_many(np.array([10, 30, 20], dtype=np.int64), np.array([1, 3, 2], dtype=np.int64))
     far = 2**62
     directory.set_many(
         np.array([30, 40, far], dtype=np.int64), np.array([33, 44, 5], dtype=np.int64)

@@ -352,6 +352,9 @@ def test_an_empty_block_of_the_wrong_width_is_refused_not_taken_for_a_removal() 
     index.upsert([(1, unit(np.ones((1, DIMS))))])
     with pytest.raises(ValueError, match=f"\\(k, {DIMS}\\)"):
         index.upsert([(1, np.empty((0, DIMS + 1), dtype=np.float32))])
+    for odd in (np.empty((3, 0)), np.empty((0, 2, DIMS)), np.empty((0, 0, 0))):
+        with pytest.raises(ValueError, match="shape"):
+            index.upsert([(1, odd)])
     assert 1 in index
     index.upsert([(1, np.empty((0, DIMS), dtype=np.float32))])  # the right width: removed
     assert 1 not in index

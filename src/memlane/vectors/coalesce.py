@@ -98,6 +98,7 @@ class SearchCoalescer:
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
+        self._closed = False  # no new worker threads, on any loop
 
     async def search(
         self, query: np.ndarray, k: int, candidates: np.ndarray | None = None
@@ -110,13 +111,14 @@ class SearchCoalescer:
         cost = self.index.search_cost(candidates)
         loop = asyncio.get_running_loop()
         state = self._states.get(loop)
-        if state is None:
+        if state is None and not self._closed:
             # Each loop's own pool is its limiter: searches never take threads other work
             # needs. Threads start with the first offloaded search; ``close`` ends them.
             pool = ThreadPoolExecutor(self.workers, thread_name_prefix="memlane-search")
             state = self._states[loop] = _LoopState(pool)
-        idle = not state.running and not state.queue
-        if cost <= self.inline_rows or (idle and cost <= self.idle_inline_rows):
+        idle = state is None or (not state.running and not state.queue)
+        inline = cost <= self.inline_rows or (idle and cost <= self.idle_inline_rows)
+        if inline or state is None:  # (no state: closed, no pool to start)
             found = self.index.search_many([request])[0]
             await asyncio.sleep(0)
             return found
@@ -153,12 +155,13 @@ class SearchCoalescer:
             state.pool.submit(self._run, loop, state, batch, big)
         except RuntimeError:
             # No new threads once the interpreter is shutting down (or after ``close``):
-            # answer on this thread rather than leave the callers waiting.
-            outcomes = [self._alone(request) for request, _ in batch]
-            self._deliver(loop, state, batch, big, outcomes)
+            # answer the batch on this thread rather than leave the callers waiting.
+            self._run(loop, state, batch, big)
 
     def close(self) -> None:
-        """Let the worker threads end once their current batch is done (idempotent)."""
+        """Let the worker threads end once their current batch is done (idempotent); later
+        searches, on any event loop, run on the caller's thread."""
+        self._closed = True
         for state in list(self._states.values()):
             state.pool.shutdown(wait=False)
 
@@ -166,13 +169,18 @@ class SearchCoalescer:
         self, loop: asyncio.AbstractEventLoop, state: _LoopState, batch: list[Waiter], big: bool
     ) -> None:
         """In a worker: answer the batch, then hand the outcomes back to the loop."""
-        outcomes: list[Outcome]
+        outcomes: list[Outcome] = []
         try:
             outcomes = list(self.index.search_many([r for r, _ in batch], self.threads))
         except Exception as exc:
             outcomes = [exc] if len(batch) == 1 else [self._alone(r) for r, _ in batch]
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            loop.call_soon_threadsafe(self._deliver, loop, state, batch, big, outcomes)
+        except BaseException as exc:  # never leave the callers waiting, then re-raise
+            stopped = RuntimeError(f"the search was interrupted: {exc!r}")
+            outcomes = [stopped] * len(batch)
+            raise
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(self._deliver, loop, state, batch, big, outcomes)
 
     def _alone(self, request: SearchRequest) -> Outcome:
         """After a failed batch: one request on its own, so only a bad one fails."""

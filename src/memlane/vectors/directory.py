@@ -78,10 +78,6 @@ class Directory:
             outside = ~inside
             self._sparse.update(zip(ids[outside].tolist(), starts[outside].tolist(), strict=True))
 
-    def load(self, ids: I64, starts: I64) -> None:
-        """Add many new ids at once (a reopened store's items)."""
-        self.set_many(ids, starts)
-
     def drop_many(self, ids: I64) -> None:
         """Forget ids (absent ones are ignored)."""
         dense = self._dense

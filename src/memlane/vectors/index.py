@@ -221,9 +221,9 @@ class VectorIndex:
         vecs = vecs.astype(np.float32, copy=False)
         if total and not np.isfinite(vecs.sum(axis=1, dtype=np.float64)).all():
             raise ValueError("vectors contain NaN or inf")
-        self._write(ids, cnt, vecs, bulk=True)
+        self._write(ids, cnt, vecs)
 
-    def _write(self, ids: I64, counts: I64, vectors: F32, bulk: bool = False) -> None:
+    def _write(self, ids: I64, counts: I64, vectors: F32) -> None:
         """Kill old blocks, append new ones past what readers see, publish. No waiting on
         readers: they keep their snapshot, in which killed rows are still alive."""
         norm = _max_norm(vectors)
@@ -246,9 +246,7 @@ class VectorIndex:
                 gone = ids[~placed & (old >= 0)]
                 if len(gone):
                     self._where.drop_many(gone)
-                if bulk and not (old >= 0).any():
-                    self._where.load(ids[placed], starts)
-                elif len(starts):
+                if len(starts):
                     self._where.set_many(ids[placed], starts)
                 single = self._live_rows == len(self._where)
                 self._snap = Snapshot(tuple(chunks), tuple(lengths), version, single)
@@ -301,7 +299,7 @@ class VectorIndex:
 
     def _check_vectors(self, vectors: np.ndarray) -> F32:
         arr = np.asarray(vectors)
-        if arr.size == 0 and not (arr.ndim == 2 and arr.shape[1] not in (0, self.dims)):
+        if arr.shape in ((0,), (0, 0), (0, self.dims)):
             return np.empty((0, self.dims), dtype=np.float32)  # no vectors: a removal
         if arr.ndim != 2 or arr.shape[1] != self.dims:
             raise ValueError(f"vectors must have shape (k, {self.dims}), got {arr.shape}")
@@ -543,7 +541,7 @@ class VectorIndex:
         snap = self._snap
         chunks = [c for c in snap.chunks if c is not None]
         return {
-            "items": len(self._where),
+            "items": self.item_count,
             "live_rows": self._live_rows,
             "rows": snap.rows,
             "chunks": len(chunks),
@@ -656,13 +654,14 @@ class VectorIndex:
         if owners is None:
             owners = _gather(snap, rows, "owner")
         block = _gather_vecs(snap, rows)
-        found = []
-        for query in q:
-            if single:  # one row per item: no max-pooling needed
-                found.append(self._top_rows(block, owners, query, k))
-            else:
-                found.append(top(*best_per_item(owners, canonical(block, query)), k))
-        return found
+        if single:  # one row per item: no max-pooling needed
+            return [self._top_rows(block, owners, query, k) for query in q]
+        # The block is widened to float64 once for every query of a batch (the ANN delta),
+        # not once per query; each query's scores are still exactly ``canonical``'s.
+        wide = block.astype(np.float64)
+        return [
+            top(*best_per_item(owners, canonical(wide, query)), k) for query in q
+        ]
 
     def _top_rows(self, block: F32, owners: I64, query: F32, k: int) -> Hits:
         """Exact top ``k`` of one-row items, canonically scored only where it can matter.
@@ -752,7 +751,7 @@ def _merge(first: Hits, second: Hits, k: int) -> Hits:
     """The best ``k`` of two exact hit lists (an item in both has the same score)."""
     best = dict(first)
     best.update(second)
-    return sorted(best.items(), key=lambda hit: (-hit[1], hit[0]))[:k]
+    return sorted(best.items(), key=lambda hit: (-hit[1], hit[0]))[:k]  # as scoring.top
 
 
 def _live_rows(snap: Snapshot) -> tuple[F32, I64]:

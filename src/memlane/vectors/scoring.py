@@ -15,9 +15,11 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 
-def canonical(block: F32, q: F32) -> F32:
-    """Canonical scores of the rows of ``block`` against one query."""
-    return (block.astype(np.float64) @ q.astype(np.float64)).astype(np.float32)
+def canonical(block: F32 | npt.NDArray[np.float64], q: F32) -> F32:
+    """Canonical scores of the rows of ``block`` (float32, or already widened to float64)
+    against one query."""
+    wide = block.astype(np.float64, copy=False)
+    return (wide @ q.astype(np.float64)).astype(np.float32)
 
 
 # Up to this many candidates ``top`` sorts in Python: numpy's sorts give up the GIL, and
