@@ -160,6 +160,38 @@ async def test_a_transaction_failure_fails_only_the_offending_caller(tmp_path: P
         assert len(await store.asearch(("ns",), limit=100)) == 39
 
 
+async def test_an_index_failure_while_retrying_one_by_one_fails_only_that_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose transaction failed is retried request by request; if mirroring one
+    of those commits into the index fails, only that caller gets ``WriterError``."""
+    async with SqliteStore.open(tmp_path / "r.db", index=INDEX) as store:
+        raw: sqlite3.Connection = store._writer._conn._conn  # white box: shrink a limit
+        raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)
+        vectors = store._readers._vectors
+        assert vectors is not None
+        real_upsert = vectors.upsert
+        mirrored: list[int] = []
+
+        def upsert_failing_once(updates: list[tuple[int, object]]) -> None:
+            mirrored.append(len(updates))
+            if len(mirrored) == 2:
+                raise RuntimeError("the index is broken")
+            real_upsert(updates)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(vectors, "upsert", upsert_failing_once)
+        texts = ["apple", "x" * 20_000, "apple", "apple", "apple"]  # one too long for SQL
+        outcomes = await asyncio.gather(
+            *(store.aput(("ns",), f"k{n}", {"text": t}) for n, t in enumerate(texts)),
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes[1], sqlite3.DataError | sqlite3.OperationalError)
+        writer_errors = [o for o in outcomes if isinstance(o, WriterError)]
+        assert len(writer_errors) == 1, outcomes
+        assert sum(o is None for o in outcomes) == 3
+        assert len(mirrored) >= 2 and max(mirrored) == 1, "the retry went one write at a time"
+
+
 async def test_a_failing_index_update_after_commit_is_not_committed_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -542,12 +574,13 @@ def test_the_inline_budget_counts_every_statement_of_a_read(tmp_path: Path) -> N
         conn.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(3_000)])
     reader = InlineReader(path, budget=20_000)
 
-    def scan(raw: sqlite3.Connection) -> int:
-        return int(raw.execute("SELECT sum(x) FROM t").fetchone()[0])
+    def scan(raw: sqlite3.Connection, n: int = 0) -> int:
+        # distinct statements: SQLite's own step counter would add up over a reused one
+        return int(raw.execute(f"SELECT sum(x) + {n} FROM t").fetchone()[0]) - n
 
     one = reader.run(scan)  # one scan fits the budget
     with pytest.raises(TooMuchWork):  # ten of them in one read do not
-        reader.run(lambda raw: [scan(raw) for _ in range(10)])
+        reader.run(lambda raw: [scan(raw, n) for n in range(1, 11)])
     assert reader.run(scan) == one  # the next read starts with a fresh budget
     reader.close()
     with pytest.raises(StoreClosedError):

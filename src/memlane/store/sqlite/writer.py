@@ -443,8 +443,14 @@ class Writer:
                             f"{bad.error}"
                         )
                 changes = await self._commit(own, stamps, [], False, now)
-            except _MirrorError:
-                raise
+            except _MirrorError as exc:
+                # Committed, but not mirrored: this caller learns the writer failed on its
+                # write; those committed and mirrored before it keep their success.
+                cause = exc.__cause__
+                error = WriterError(f"the store's writer failed on this write: {cause!r}")
+                error.__cause__ = cause
+                failed[request] = error
+                continue
             except Exception as exc:
                 failed[request] = exc
                 continue
@@ -533,7 +539,7 @@ def _write_entries(
     for n, (row, found) in enumerate(zip(rows, existing, strict=True)):
         if found is None:
             found, taken = taken, taken + 1
-            rows[n] = (*row[:7], found, *row[8:])  # ?8 is the id of an inserted row
+        rows[n] = (*row[:7], found, *row[8:])  # ?8: the row's id, new or kept
         put_ids.append(found)
     changes.fresh_ids = taken - ids.start
     stamped = [row for row in rows if len(row) == 8] if imported else rows
