@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sqlite3
 import subprocess
@@ -27,6 +28,7 @@ from memlane import (
     TTLConfig,
     WriterError,
 )
+from memlane.store.ops import PreparedPut
 
 pytestmark = pytest.mark.anyio
 
@@ -247,6 +249,27 @@ async def test_a_full_mailbox_makes_producers_wait(tmp_path: Path) -> None:
                 tasks.start_soon(store.aput, ("ns",), f"k{n}", {"n": n})
                 assert len(store._writer.mailbox) <= 4
         assert len(await store.asearch(("ns",), limit=1000)) == 300
+
+
+async def test_an_idle_writer_keeps_no_batch_alive(tmp_path: Path) -> None:
+    """Once a batch is acknowledged, neither the writer nor the connection's thread holds
+    it (its values, its vectors): a big import must not stay in memory until the next
+    write. (Both used to keep the last batch until another one came.)"""
+
+    def batch_left() -> int:
+        gc.collect()
+        return sum(
+            isinstance(o, PreparedPut) and o.key.startswith("idle-") for o in gc.get_objects()
+        )
+
+    async with SqliteStore.open(tmp_path / "idle.db", index=INDEX) as store:
+        await store.abatch([PutOp(("ns",), f"idle-{i}", {"text": "apple"}) for i in range(300)])
+        for _ in range(50):  # the writer task lets go a loop turn or two after the ack
+            if not batch_left():
+                break
+            await asyncio.sleep(0)
+        assert batch_left() == 0
+        assert await store.aget(("ns",), "idle-299") is not None
 
 
 async def test_close_commits_everything_queued(tmp_path: Path) -> None:

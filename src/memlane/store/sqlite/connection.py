@@ -35,11 +35,18 @@ async def connect(path: Path, *, read_only: bool = False) -> aiosqlite.Connectio
 async def run_on_connection_thread(
     conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], T]
 ) -> T:
-    """Run ``fn(raw_connection)`` on the connection's thread; one hop for the whole unit."""
+    """Run ``fn(raw_connection)`` on the connection's thread; one hop for the whole unit.
+
+    aiosqlite's thread keeps the last function it ran, and its result, until its next job:
+    here both are boxes emptied as they are used, so a writer batch (its values, its
+    vectors) is not kept alive while the store sits idle.
+    """
     raw: sqlite3.Connection = conn._conn  # the sqlite3 connection aiosqlite owns
+    todo = [fn]
 
-    def call() -> T:
-        return fn(raw)
+    def call() -> list[T]:
+        return [todo.pop()(raw)]
 
-    return cast(T, await conn._execute(call))  # type: ignore[no-untyped-call]
+    done = cast(list[T], await conn._execute(call))  # type: ignore[no-untyped-call]
+    return done.pop()
 

@@ -236,10 +236,10 @@ class Writer:
                 if finishing is not None:
                     await finishing
                     finishing = None
-                if prepared is None:
-                    continue
-                finishing = asyncio.ensure_future(self._guarded(batch, self._finish(prepared)))
-                if not self.pipelined:
+                if prepared is not None:
+                    finishing = asyncio.ensure_future(self._guarded(batch, self._finish(prepared)))
+                del batch, prepared  # an idle writer keeps no batch (values, vectors) alive
+                if finishing is not None and not self.pipelined:
                     await finishing
                     finishing = None
             if finishing is not None:
