@@ -166,7 +166,8 @@ async def test_an_index_failure_while_retrying_one_by_one_fails_only_that_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch whose transaction failed is retried request by request; if mirroring one
-    of those commits into the index fails, only that caller gets ``WriterError``."""
+    of those commits into the index fails, only that caller gets ``WriterError`` (and its
+    item reaches the index with the next commit)."""
     async with SqliteStore.open(tmp_path / "r.db", index=INDEX) as store:
         raw: sqlite3.Connection = store._writer._conn._conn  # white box: shrink a limit
         raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)
@@ -191,12 +192,16 @@ async def test_an_index_failure_while_retrying_one_by_one_fails_only_that_write(
         writer_errors = [o for o in outcomes if isinstance(o, WriterError)]
         assert len(writer_errors) == 1, outcomes
         assert sum(o is None for o in outcomes) == 3
-        assert len(mirrored) >= 2 and max(mirrored) == 1, "the retry went one write at a time"
+        # one write at a time; the one whose mirroring failed went again with the next
+        assert sorted(mirrored) == [1, 1, 1, 2], mirrored
+        found = await store.asearch(("ns",), query="apple", limit=10)
+        assert sorted(hit.key for hit in found) == ["k0", "k2", "k3", "k4"]
 
 
-async def test_a_failing_index_update_after_commit_is_not_committed_again(
+async def test_a_failing_index_update_after_commit_is_not_committed_again_and_heals(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The batch is in SQL once; its items reach the index with the next batch."""
     async with SqliteStore.open(tmp_path / "m.db", index=INDEX) as store:
         vectors = store._readers._vectors
         assert vectors is not None
@@ -216,9 +221,37 @@ async def test_a_failing_index_update_after_commit_is_not_committed_again(
         # instead of each request being committed (and failing) again one by one
         assert all(isinstance(outcome, WriterError) for outcome in outcomes)
         assert len(commits) == 1
+        assert await store.asearch(("ns",), query="apple", limit=5) == []  # not mirrored
         monkeypatch.setattr(vectors, "upsert", real_upsert)
         await store.aput(("ns",), "after", {"text": "dog"})
         assert [hit.key for hit in await store.asearch(("ns",), query="dog", limit=1)] == ["after"]
+        healed = await store.asearch(("ns",), query="apple", limit=5)
+        assert sorted(hit.key for hit in healed[:3]) == ["k0", "k1", "k2"]
+
+
+async def test_healing_the_index_keeps_each_items_latest_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changes not mirrored are applied with the next commit, but never over a later one:
+    an item deleted, or rewritten, since its mirroring failed stays deleted, or rewritten."""
+    async with SqliteStore.open(tmp_path / "h.db", index=INDEX) as store:
+        vectors = store._readers._vectors
+        assert vectors is not None
+        real_upsert = vectors.upsert
+
+        def broken_upsert(updates: object) -> None:
+            raise RuntimeError("the index is broken")
+
+        await store.aput(("ns",), "keep", {"text": "apple"})
+        monkeypatch.setattr(vectors, "upsert", broken_upsert)
+        with pytest.raises(WriterError):
+            await store.abatch([PutOp(("ns",), key, {"text": "apple"}) for key in "ab"])
+        monkeypatch.setattr(vectors, "upsert", real_upsert)
+        await store.abatch([PutOp(("ns",), "a", None), PutOp(("ns",), "b", {"text": "dog"})])
+        apples = await store.asearch(("ns",), query="apple", limit=3)
+        assert [hit.key for hit in apples][:1] == ["keep"]
+        assert [hit.key for hit in await store.asearch(("ns",), query="dog", limit=1)] == ["b"]
+        assert {hit.key for hit in apples} == {"keep", "b"}  # "a" is gone for good
 
 
 async def test_cancelled_callers_leave_the_store_working(tmp_path: Path) -> None:

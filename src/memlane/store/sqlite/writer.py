@@ -51,9 +51,9 @@ class WriterError(RuntimeError):
 
 
 class _MirrorError(Exception):
-    """A committed batch could not be applied to the vector index. No retry (it is in SQL):
-    its callers get ``WriterError``, and its items stay out of query searches until the
-    store is reopened and rebuilds the index from the stored vectors (docs/sqlite.md)."""
+    """A committed batch could not be applied to the vector index. No retry of the
+    transaction (it is in SQL): its callers get ``WriterError``, and its items are mirrored
+    again with the next batch (``_apply_to_index``); a reopen rebuilds the index anyway."""
 
 
 @dataclass(slots=True)
@@ -180,6 +180,8 @@ class Writer:
         self._inline_max = inline_max if indexer is None else inline_max // 4
         self._checkpoint_bytes = checkpoint_bytes
         self._since_checkpoint = 0
+        # Item id -> vectors (None: removed) of commits not yet mirrored into the index.
+        self._unmirrored: dict[int, np.ndarray | None] = {}
         self._next_id = first_id
         self.pipelined = indexer is not None  # see run()
         self._indexer = indexer
@@ -469,12 +471,29 @@ class Writer:
         return total
 
     def _apply_to_index(self, changes: _Changes) -> None:
+        """Mirror a committed transaction into the vector index (on the connection's thread).
+
+        What an earlier commit failed to mirror is applied again with it, each item taking
+        its latest state, so the index heals with the next batch instead of at a reopen.
+        """
         if self._vectors is None:
             return
-        if changes.removed:
-            self._vectors.remove(changes.removed)
-        if changes.upserted:
-            self._vectors.upsert(changes.upserted)
+        removed, upserted = changes.removed, changes.upserted
+        if self._unmirrored:
+            latest = self._unmirrored
+            latest.update(dict.fromkeys(removed))
+            latest.update(upserted)
+            removed = [item_id for item_id, vectors in latest.items() if vectors is None]
+            upserted = [(item_id, vecs) for item_id, vecs in latest.items() if vecs is not None]
+        try:
+            if removed:
+                self._vectors.remove(removed)
+            if upserted:
+                self._vectors.upsert(upserted)
+        except Exception:
+            self._unmirrored = {**dict.fromkeys(removed), **dict(upserted)}
+            raise
+        self._unmirrored = {}
 
     @staticmethod
     def _fail(batch: list[Request], error: BaseException) -> None:
