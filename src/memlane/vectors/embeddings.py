@@ -61,7 +61,19 @@ class EmbeddedTexts:
 def _unit_rows(m: npt.NDArray[np.float64] | F32) -> F32:
     """L2-normalise rows as float32, leaving zero rows zero."""
     out = np.ascontiguousarray(m, dtype=np.float32)
-    norms = np.sqrt(np.einsum("ij,ij->i", out, out, dtype=np.float64))
+    return _scale_rows(out, _squared_norms(out))
+
+
+def _squared_norms(rows: F32) -> npt.NDArray[np.float64]:
+    """Each row's sum of squares, in float64: finite exactly when the whole row is (a
+    float32 squared stays far below float64's range, NaN and inf carry through)."""
+    squares: npt.NDArray[np.float64] = np.einsum("ij,ij->i", rows, rows, dtype=np.float64)
+    return squares
+
+
+def _scale_rows(out: F32, squares: npt.NDArray[np.float64]) -> F32:
+    """Divide each row by its norm in place; zero rows stay zero."""
+    norms = np.sqrt(squares)
     nz = norms > 0
     if not nz.all():
         norms[~nz] = 1.0
@@ -103,13 +115,15 @@ def _to_matrix(raw: Any, n: int, dims: int) -> EmbeddedTexts:
     if arr is not None and arr.ndim == 2 and arr.shape == (n, dims) and arr.dtype.kind in "fiu":
         with np.errstate(over="ignore", invalid="ignore"):
             out = np.array(arr, dtype=np.float32, order="C")
-        finite = np.isfinite(out).all(axis=1)
+            squares = _squared_norms(out)  # also the finiteness check: one pass, not two
+        finite = np.isfinite(squares)
         errors: dict[int, str] = {}
         if not finite.all():
             for i in np.flatnonzero(~finite).tolist():
                 errors[i] = "contains NaN or inf (or a value outside float32 range)"
             out[~finite] = 0.0
-        return EmbeddedTexts(_unit_rows(out), errors)
+            squares[~finite] = 0.0
+        return EmbeddedTexts(_scale_rows(out, squares), errors)
     # Slow path: something is off; find out row by row.
     out = np.zeros((n, dims), dtype=np.float32)
     errors = {}
