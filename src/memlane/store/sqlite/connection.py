@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import aiosqlite
 
@@ -37,16 +37,23 @@ async def run_on_connection_thread(
 ) -> T:
     """Run ``fn(raw_connection)`` on the connection's thread; one hop for the whole unit.
 
-    aiosqlite's thread keeps the last function it ran, and its result, until its next job:
-    here both are boxes emptied as they are used, so a writer batch (its values, its
-    vectors) is not kept alive while the store sits idle.
+    aiosqlite's thread keeps the last function it ran, and its result or exception, until
+    its next job. So the function, its result and its exception (whose traceback holds the
+    function's frames) pass through lists emptied as they are used: a writer batch (its
+    values, its vectors) is not kept alive while the store sits idle.
     """
     raw: sqlite3.Connection = conn._conn  # the sqlite3 connection aiosqlite owns
     todo = [fn]
+    done: list[T] = []
+    failed: list[BaseException] = []
 
-    def call() -> list[T]:
-        return [todo.pop()(raw)]
+    def call() -> None:
+        try:
+            done.append(todo.pop()(raw))
+        except BaseException as exc:  # re-raised on the loop, below
+            failed.append(exc)
 
-    done = cast(list[T], await conn._execute(call))  # type: ignore[no-untyped-call]
+    await conn._execute(call)  # type: ignore[no-untyped-call]
+    if failed:
+        raise failed.pop()
     return done.pop()
-

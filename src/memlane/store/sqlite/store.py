@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 import aiosqlite
 import anyio
-import numpy as np
 from anyio.from_thread import start_blocking_portal
 
 from memlane.store.base import BaseStore
@@ -39,6 +38,7 @@ from memlane.store.sqlite.connection import connect, run_on_connection_thread
 from memlane.store.sqlite.inline import InlineReader
 from memlane.store.sqlite.reader import Readers
 from memlane.store.sqlite.schema import Synchronous, apply_migrations, check_dims, configure
+from memlane.store.sqlite.stored_vectors import load_vectors
 from memlane.store.sqlite.writer import Writer
 from memlane.store.timestamps import Clock, to_micros
 from memlane.store.types import (
@@ -182,7 +182,7 @@ class SqliteStore(BaseStore):
             if index_config is not None:
                 vectors = VectorIndex(index_config.dims, ann=index_config.ann)
                 await run_on_connection_thread(
-                    writer_conn, lambda raw: _load_vectors(raw, vectors, index_config.dims)
+                    writer_conn, lambda raw: load_vectors(raw, vectors)
                 )
             writer = Writer(
                 writer_conn,
@@ -423,29 +423,3 @@ def _check_path(path: str | os.PathLike[str]) -> Path:
     if not db_path.parent.exists():
         raise FileNotFoundError(f"the folder {db_path.parent} does not exist")
     return db_path
-
-
-def _load_vectors(raw: sqlite3.Connection, vectors: VectorIndex, dims: int) -> None:
-    """Rebuild the in-memory vector index from the stored float32 blobs, in bulk.
-
-    The blobs are joined into one buffer and handed to ``VectorIndex.load`` as one array:
-    no per-item numpy objects or dictionary updates (100k items load in well under a
-    second; see benchmarks/README.md).
-    """
-    rows = raw.execute("SELECT item_id, embedding FROM vectors").fetchall()
-    if not rows:
-        return
-    width = dims * 4
-    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    sizes = np.fromiter((len(row[1]) for row in rows), dtype=np.int64, count=len(rows))
-    damaged = np.flatnonzero((sizes % width != 0) | (sizes == 0))
-    if len(damaged):
-        at = int(damaged[0])
-        raise ValueError(
-            f"the stored vectors of item {int(ids[at])} are {int(sizes[at])} bytes, not a "
-            f"positive multiple of {width} ({dims} float32 values): the file is damaged"
-        )
-    buffer = b"".join([row[1] for row in rows])
-    del rows
-    matrix = np.frombuffer(buffer, dtype="<f4").reshape(-1, dims)
-    vectors.load(ids, sizes // width, matrix)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import sqlite3
 from collections.abc import Awaitable
@@ -35,6 +36,7 @@ from memlane.store.settle import settle_fairly
 from memlane.store.sqlite.codec import encode_namespace
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.mailbox import Mailbox, MailboxClosed
+from memlane.store.sqlite.stored_vectors import reload_items
 from memlane.store.timestamps import Clock
 from memlane.store.types import StoreClosedError
 from memlane.vectors import EmbeddingError, VectorIndex
@@ -52,8 +54,15 @@ class WriterError(RuntimeError):
 
 class _MirrorError(Exception):
     """A committed batch could not be applied to the vector index. No retry of the
-    transaction (it is in SQL): its callers get ``WriterError``, and its items are mirrored
-    again with the next batch (``_apply_to_index``); a reopen rebuilds the index anyway."""
+    transaction (it is in SQL): its callers get ``WriterError``, and its items are reloaded
+    into the index from the vectors table with the next commits (``_heal``)."""
+
+
+def _writer_error(exc: _MirrorError, what: str) -> WriterError:
+    cause = exc.__cause__
+    error = WriterError(f"the store's writer failed on {what}: {cause!r}")
+    error.__cause__ = cause
+    return error
 
 
 @dataclass(slots=True)
@@ -146,6 +155,8 @@ _TOUCH = (
     "UPDATE items SET expires_at = MAX(expires_at, ? + ttl_minutes * 60)"
     " WHERE id = ? AND ttl_minutes IS NOT NULL"
 )
+# Items repaired per commit after a failed mirror: bounds the extra work of one commit.
+_HEAL_SLICE = 4_096
 _SWEEP = "DELETE FROM items WHERE expires_at IS NOT NULL AND expires_at <= ? RETURNING id"
 
 
@@ -180,8 +191,8 @@ class Writer:
         self._inline_max = inline_max if indexer is None else inline_max // 4
         self._checkpoint_bytes = checkpoint_bytes
         self._since_checkpoint = 0
-        # Item id -> vectors (None: removed) of commits not yet mirrored into the index.
-        self._unmirrored: dict[int, np.ndarray | None] = {}
+        # Items whose entry in the vector index may be stale: mirroring their commit failed.
+        self._unmirrored: set[int] = set()
         self._next_id = first_id
         self.pipelined = indexer is not None  # see run()
         self._indexer = indexer
@@ -377,6 +388,9 @@ class Writer:
                     swept = [row[0] for row in raw.execute(_SWEEP, (now,)).fetchall()]
                     if indexed:
                         raw.executemany(_DELETE_VECTORS, [(i,) for i in swept])
+                        if swept and changes.upserted:  # an import already past its expiry
+                            gone = set(swept)
+                            changes.upserted = [u for u in changes.upserted if u[0] not in gone]
                     changes.removed.extend(swept)
                     changes.swept = len(swept)
                 raw.execute("COMMIT")
@@ -390,11 +404,13 @@ class Writer:
                 self._apply_to_index(changes)
             except Exception as exc:
                 raise _MirrorError(exc) from exc
+            self._heal(raw)
             return changes
 
-        if self._inline_max and len(entries) + len(touches) <= self._inline_max and not sweep:
+        small = len(entries) + len(touches) <= self._inline_max
+        if self._inline_max and small and not sweep and not self._unmirrored:
             # A small batch commits in microseconds: less than the thread hop would cost.
-            # No checkpoint can run here (see _checkpoint_if_due).
+            # No checkpoint (see _checkpoint_if_due) nor repair (``_heal``) runs here.
             changes = transaction(self._raw)
         else:
             changes = await run_on_connection_thread(self._conn, transaction)
@@ -448,10 +464,7 @@ class Writer:
             except _MirrorError as exc:
                 # Committed, but not mirrored: this caller learns the writer failed on its
                 # write; those committed and mirrored before it keep their success.
-                cause = exc.__cause__
-                error = WriterError(f"the store's writer failed on this write: {cause!r}")
-                error.__cause__ = cause
-                failed[request] = error
+                failed[request] = _writer_error(exc, "this write")
                 continue
             except Exception as exc:
                 failed[request] = exc
@@ -462,9 +475,10 @@ class Writer:
             try:
                 changes = await self._commit([], [], touches, bool(sweeps), now)
             except Exception as exc:
+                error = _writer_error(exc, "this sweep") if isinstance(exc, _MirrorError) else exc
                 for sweep in sweeps:
                     if not sweep.future.done():
-                        sweep.future.set_exception(exc)
+                        sweep.future.set_exception(error)
             else:
                 total.removed.extend(changes.removed)
                 total.swept = changes.swept
@@ -472,28 +486,33 @@ class Writer:
 
     def _apply_to_index(self, changes: _Changes) -> None:
         """Mirror a committed transaction into the vector index (on the connection's thread).
-
-        What an earlier commit failed to mirror is applied again with it, each item taking
-        its latest state, so the index heals with the next batch instead of at a reopen.
-        """
+        If that fails, its items are remembered for ``_heal``; those it did mirror are fine."""
         if self._vectors is None:
             return
-        removed, upserted = changes.removed, changes.upserted
-        if self._unmirrored:
-            latest = self._unmirrored
-            latest.update(dict.fromkeys(removed))
-            latest.update(upserted)
-            removed = [item_id for item_id, vectors in latest.items() if vectors is None]
-            upserted = [(item_id, vecs) for item_id, vecs in latest.items() if vecs is not None]
+        touched = [*changes.removed, *(item_id for item_id, _ in changes.upserted)]
         try:
-            if removed:
-                self._vectors.remove(removed)
-            if upserted:
-                self._vectors.upsert(upserted)
+            if changes.removed:
+                self._vectors.remove(changes.removed)
+            if changes.upserted:
+                self._vectors.upsert(changes.upserted)
         except Exception:
-            self._unmirrored = {**dict.fromkeys(removed), **dict(upserted)}
+            self._unmirrored.update(touched)
             raise
-        self._unmirrored = {}
+        self._unmirrored.difference_update(touched)
+
+    def _heal(self, raw: sqlite3.Connection) -> None:
+        """Reload into the index, from the vectors table (the truth, so every item gets its
+        latest state), up to ``_HEAL_SLICE`` items whose mirroring failed. After each commit,
+        on the connection's thread; a failure here is logged, not the batch's callers'."""
+        if not self._unmirrored or self._vectors is None:
+            return
+        item_ids = list(itertools.islice(self._unmirrored, _HEAL_SLICE))
+        try:
+            reload_items(raw, self._vectors, item_ids)
+        except Exception:
+            log.exception("memlane could not repair the vector index; it tries again next commit")
+            return
+        self._unmirrored.difference_update(item_ids)
 
     @staticmethod
     def _fail(batch: list[Request], error: BaseException) -> None:
