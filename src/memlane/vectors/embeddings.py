@@ -77,7 +77,13 @@ def _scale_rows(out: F32, squares: npt.NDArray[np.float64]) -> F32:
     nz = norms > 0
     if not nz.all():
         norms[~nz] = 1.0
-    out /= norms[:, None].astype(np.float32)
+    with np.errstate(over="ignore"):
+        divisors = norms.astype(np.float32)
+    huge = np.isinf(divisors)
+    if huge.any():  # a norm past float32's range (finite values near it): divide in float64
+        out[huge] = out[huge] / norms[huge, None]
+        divisors[huge] = 1.0
+    out /= divisors[:, None]
     return out
 
 
