@@ -268,8 +268,8 @@ async def test_healing_the_index_keeps_each_items_latest_state(
 async def test_an_item_the_index_keeps_rejecting_fails_no_later_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Repairing the index is the writer's business: while one item cannot be mirrored,
-    later writes still succeed and reach the index."""
+    """Repairing the index is the writer's business: an item that cannot be mirrored
+    fails no later write, and leaves the index rather than stay there stale."""
     async with SqliteStore.open(tmp_path / "p.db", index=INDEX) as store:
         vectors = store._readers._vectors
         assert vectors is not None
@@ -296,8 +296,40 @@ async def test_an_item_the_index_keeps_rejecting_fails_no_later_write(
             await store.aput(("ns",), f"k{n}", {"text": "dog"})
         await store.abatch([PutOp(("ns",), f"b{n}", {"text": "dog"}) for n in range(50)])
         found = await store.asearch(("ns",), query="dog", limit=100)
-        assert len(found) == 55 + 1  # every later write is searchable (and "bad", by its row)
-        assert store._writer._unmirrored == {bad}
+        assert len(found) == 55 and "bad" not in {hit.key for hit in found}
+        assert store._writer._unmirrored == set()
+        assert (await store.aget(("ns",), "bad")) is not None  # still stored
+
+
+async def test_a_damaged_blob_does_not_hold_back_the_repair_of_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items are reloaded from the vectors table; one whose blob is damaged leaves the
+    index, the others get their latest vectors."""
+    async with SqliteStore.open(tmp_path / "d.db", index=INDEX) as store:
+        vectors = store._readers._vectors
+        assert vectors is not None
+        await store.abatch([PutOp(("ns",), f"k{n}", {"text": "apple"}) for n in range(10)])
+        real_upsert = vectors.upsert
+
+        def broken_upsert(updates: object) -> None:
+            raise RuntimeError("the index is broken")
+
+        monkeypatch.setattr(vectors, "upsert", broken_upsert)
+        with pytest.raises(WriterError):  # rewritten in SQL, stale in the index
+            await store.abatch([PutOp(("ns",), f"k{n}", {"text": "dog"}) for n in range(10)])
+        monkeypatch.setattr(vectors, "upsert", real_upsert)
+        raw: sqlite3.Connection = store._writer._conn._conn
+        raw.execute(
+            "UPDATE vectors SET embedding = x'00' WHERE item_id ="
+            " (SELECT id FROM items WHERE key = 'k0')"
+        )
+        monkeypatch.setattr(logging.getLogger("memlane.store.sqlite.writer"), "disabled", True)
+        await store.aput(("ns",), "after", {"text": "sun"})
+        dogs = await store.asearch(("ns",), query="dog", limit=20)
+        assert sorted(hit.key for hit in dogs[:9]) == [f"k{n}" for n in range(1, 10)]
+        assert "k0" not in {hit.key for hit in dogs}
+        assert store._writer._unmirrored == set()
 
 
 async def test_a_sweep_whose_mirroring_fails_gets_a_writer_error(

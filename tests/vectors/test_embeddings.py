@@ -171,15 +171,19 @@ async def test_wrong_number_of_vectors_fails_the_call(count: int) -> None:
 
 
 def test_rows_near_float32s_limit_are_still_normalised() -> None:
-    """Finite values whose norm passes float32's range give a unit vector, not a silent
-    zero one (an item nobody could find by query)."""
-    rows = np.array([[3e38, 3e38, 3e38, 3e38], [0.0, 3.0, 4.0, 0.0]], dtype=np.float32)
+    """Finite values whose norm lies outside float32's normal range give a unit vector,
+    not a silent zero one (an item nobody could find) nor one longer than 1."""
+    rows = np.array(
+        [[3e38, 3e38, 3e38, 3e38], [0.0, 3.0, 4.0, 0.0], [1e-45, 1e-45, 0.0, 0.0]],
+        dtype=np.float32,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow warning either
-        result = Embedder(lambda texts: rows, DIMS).embed_texts(["big", "small"])
+        result = Embedder(lambda texts: rows, DIMS).embed_texts(["big", "plain", "tiny"])
     assert result.errors == {}
     np.testing.assert_allclose(result.vectors[0], [0.5, 0.5, 0.5, 0.5], rtol=1e-6)
     np.testing.assert_allclose(result.vectors[1], [0.0, 0.6, 0.8, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(result.vectors[2], [0.5**0.5, 0.5**0.5, 0, 0], rtol=1e-6)
 
 
 async def test_bad_rows_are_reported_per_row() -> None:

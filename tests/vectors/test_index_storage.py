@@ -255,3 +255,35 @@ def test_a_write_sealing_the_tail_while_compaction_starts_loses_nothing() -> Non
     for i, vectors in live.items():
         assert np.array_equal(index.vectors_of(i), vectors)
     check_against(index, items, rng)
+
+
+def test_a_write_that_cannot_open_a_chunk_leaves_the_index_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A failed write (a new chunk is a big allocation: think MemoryError) changes nothing,
+    so it can be retried: rows of items it rewrites stay alive, counts stay right, and
+    later writes still work (a half-opened chunk used to break every later write)."""
+    import memlane.vectors.index as index_module
+
+    rng = np.random.default_rng(7)
+    index = VectorIndex(DIMS, chunk_rows=4, background=False)
+    items = {i: unit(rng.standard_normal((2, DIMS))) for i in range(6)}  # two rows each
+    index.upsert(list(items.items()))
+    real_chunk, opened = index_module.Chunk, []
+
+    def chunk_failing_second(capacity: int, dims: int) -> object:
+        opened.append(capacity)
+        if len(opened) == 2:
+            raise MemoryError("no room for another chunk")
+        return real_chunk(capacity, dims)
+
+    monkeypatch.setattr(index_module, "Chunk", chunk_failing_second)
+    rewrite = [(i, unit(rng.standard_normal((2, DIMS)))) for i in range(5)]  # needs 3 chunks
+    with pytest.raises(MemoryError):
+        index.upsert(rewrite)
+    check_against(index, items, rng)  # as before the failed write
+    monkeypatch.setattr(index_module, "Chunk", real_chunk)
+    index.upsert(rewrite)  # the retry
+    items.update(rewrite)
+    check_against(index, items, rng)
+    assert index.stats()["live_rows"] == 12

@@ -58,6 +58,9 @@ class EmbeddedTexts:
     errors: dict[int, str]
 
 
+_F32_TINY = np.finfo(np.float32).tiny
+
+
 def _unit_rows(m: npt.NDArray[np.float64] | F32) -> F32:
     """L2-normalise rows as float32, leaving zero rows zero."""
     out = np.ascontiguousarray(m, dtype=np.float32)
@@ -79,10 +82,12 @@ def _scale_rows(out: F32, squares: npt.NDArray[np.float64]) -> F32:
         norms[~nz] = 1.0
     with np.errstate(over="ignore"):
         divisors = norms.astype(np.float32)
-    huge = np.isinf(divisors)
-    if huge.any():  # a norm past float32's range (finite values near it): divide in float64
-        out[huge] = out[huge] / norms[huge, None]
-        divisors[huge] = 1.0
+    # A norm outside float32's normal range (finite values near its limits, or tiny ones)
+    # would round to inf or a coarse subnormal: those rows are divided in float64.
+    odd = np.isinf(divisors) | (divisors < _F32_TINY)
+    if odd.any():
+        out[odd] = out[odd] / norms[odd, None]
+        divisors[odd] = 1.0
     out /= divisors[:, None]
     return out
 

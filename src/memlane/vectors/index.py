@@ -232,10 +232,20 @@ class VectorIndex:
             version = snap.version + 1
             chunks, lengths = list(snap.chunks), list(snap.lengths)
             old = self._where.get_many(ids) if len(self._where) else np.full(len(ids), -1)
+            placed = counts > 0
+            # Place first (it may fail: a new chunk is a big allocation), kill after: a
+            # failed write then leaves the index as it was, and may simply be retried.
+            tail, lives = self._tail, [c.live if c is not None else 0 for c in chunks]
+            try:
+                starts = self._place(chunks, lengths, ids[placed], counts[placed], vectors)
+            except BaseException:
+                self._tail = tail  # it may name a chunk that was never published
+                for chunk, live in zip(snap.chunks, lives, strict=True):
+                    if chunk is not None:
+                        chunk.live = live
+                raise
             for start in old[old >= 0].tolist():
                 self._kill(chunks, start, version)
-            placed = counts > 0
-            starts = self._place(chunks, lengths, ids[placed], counts[placed], vectors)
             self._max_norm = max(self._max_norm, norm)
             self._live_rows += len(vectors)
             if self.ann is not None:

@@ -503,16 +503,31 @@ class Writer:
     def _heal(self, raw: sqlite3.Connection) -> None:
         """Reload into the index, from the vectors table (the truth, so every item gets its
         latest state), up to ``_HEAL_SLICE`` items whose mirroring failed. After each commit,
-        on the connection's thread; a failure here is logged, not the batch's callers'."""
+        on the connection's thread; a failure here is logged, never the batch's callers'."""
         if not self._unmirrored or self._vectors is None:
             return
         item_ids = list(itertools.islice(self._unmirrored, _HEAL_SLICE))
         try:
             reload_items(raw, self._vectors, item_ids)
         except Exception:
-            log.exception("memlane could not repair the vector index; it tries again next commit")
-            return
+            # One by one, so that the items at fault do not hold the others back.
+            item_ids = [item_id for item_id in item_ids if self._heal_one(raw, item_id)]
         self._unmirrored.difference_update(item_ids)
+
+    def _heal_one(self, raw: sqlite3.Connection, item_id: int) -> bool:
+        """Reload one item; one that cannot be reloaded (a damaged blob) leaves the index
+        (missing beats stale; a reopen names the damage). False: try again later."""
+        assert self._vectors is not None
+        try:
+            reload_items(raw, self._vectors, [item_id])
+            return True
+        except Exception:
+            log.exception("memlane could not reload item %d into the vector index", item_id)
+        try:
+            self._vectors.remove([item_id])
+            return True
+        except Exception:
+            return False
 
     @staticmethod
     def _fail(batch: list[Request], error: BaseException) -> None:
