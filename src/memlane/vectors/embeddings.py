@@ -58,7 +58,8 @@ class EmbeddedTexts:
     errors: dict[int, str]
 
 
-_F32_TINY = np.finfo(np.float32).tiny
+_F32_TINY = float(np.finfo(np.float32).tiny)
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _unit_rows(m: npt.NDArray[np.float64] | F32) -> F32:
@@ -77,18 +78,14 @@ def _squared_norms(rows: F32) -> npt.NDArray[np.float64]:
 def _scale_rows(out: F32, squares: npt.NDArray[np.float64]) -> F32:
     """Divide each row by its norm in place; zero rows stay zero."""
     norms = np.sqrt(squares)
-    nz = norms > 0
-    if not nz.all():
-        norms[~nz] = 1.0
-    with np.errstate(over="ignore"):
-        divisors = norms.astype(np.float32)
-    # A norm outside float32's normal range (finite values near its limits, or tiny ones)
-    # would round to inf or a coarse subnormal: those rows are divided in float64.
-    odd = np.isinf(divisors) | (divisors < _F32_TINY)
-    if odd.any():
+    plain = (norms >= _F32_TINY) & (norms <= _F32_MAX)
+    if not plain.all():
+        # A norm outside float32's normal range (finite values near its limits, or tiny
+        # ones) would round to inf or a coarse subnormal: divide those rows in float64.
+        odd = ~plain & (norms > 0)
         out[odd] = out[odd] / norms[odd, None]
-        divisors[odd] = 1.0
-    out /= divisors[:, None]
+        norms = np.where(plain, norms, 1.0)
+    out /= norms[:, None].astype(np.float32)
     return out
 
 
