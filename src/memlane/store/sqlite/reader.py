@@ -5,11 +5,12 @@ connection takes the whole queue in a single thread hop. A lone get goes at once
 
 A query search never holds a connection while FAISS runs. A search over the whole store
 goes straight to the search coalescer (concurrent searches share one batched FAISS call
-on worker threads), then fetches its rows in one hop. A scoped or filtered search runs its
-candidate SQL first; when the candidates are few (one user's namespace) the vector search
-and the row fetch happen in that same hop, otherwise the ids go to the coalescer and the
-rows come in a second hop. Hits whose rows vanished meanwhile (a delete committing, an
-expiry) are replaced by asking the index for more, so pages stay exact and full.
+on worker threads), then fetches its rows in one hop. A scoped search takes its candidate
+ids from the in-memory scope map (``scopes.py``), a filtered one from SQL; when the
+candidates are few (one user's namespace) the vector search and the row fetch happen in
+that same hop, otherwise the ids go to the coalescer and the rows come in a second hop.
+Hits whose rows vanished meanwhile (a delete committing, an expiry) are replaced by
+asking the index for more, so pages stay exact and full.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from memlane.store.sqlite.codec import (
 )
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.inline import InlineReader, TooMuchWork
+from memlane.store.sqlite.scopes import ScopeMap
 from memlane.store.timestamps import Clock
 from memlane.store.types import Item, SearchItem, StoreClosedError
 from memlane.vectors import SearchCoalescer, VectorIndex
@@ -66,6 +68,7 @@ class Readers:
         clock: Clock,
         touch: Callable[[list[int], float], None],
         inline: InlineReader | None = None,
+        scopes: ScopeMap | None = None,
     ) -> None:
         self._connections = list(connections)
         self._inline = inline
@@ -76,6 +79,7 @@ class Readers:
         self._flushers: set[asyncio.Task[None]] = set()
         self._vectors = vectors
         self._coalescer = SearchCoalescer(vectors) if vectors is not None else None
+        self._scopes = scopes
         self._clock = clock
         self._touch = touch
         self.get_hops = 0  # thread hops spent on gets (tests check the coalescing)
@@ -272,9 +276,16 @@ class Readers:
         candidates: np.ndarray | None = None
         if op.namespace_prefix or not op.filter.is_empty:
 
+            scopes = self._scopes if self._scopes is not None and not self._scopes.broken else None
+
             def scoped(raw: sqlite3.Connection) -> list[_Found] | np.ndarray | None:
                 if not op.filter.is_empty:
                     ids = _candidate_ids(raw, op, now)
+                elif scopes is not None:  # in memory: no SQL before the vector search
+                    in_scope = scopes.ids_under(encode_namespace(op.namespace_prefix))
+                    if in_scope is None:
+                        return None  # a prefix over the whole store: search it all, no ids
+                    ids = in_scope
                 elif (scope_ids := _scope_ids(raw, op, now)) is not None:
                     ids = scope_ids
                 else:

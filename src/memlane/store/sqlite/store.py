@@ -38,6 +38,7 @@ from memlane.store.sqlite.connection import connect, run_on_connection_thread
 from memlane.store.sqlite.inline import InlineReader
 from memlane.store.sqlite.reader import Readers
 from memlane.store.sqlite.schema import Synchronous, apply_migrations, check_dims, configure
+from memlane.store.sqlite.scopes import ScopeMap
 from memlane.store.sqlite.stored_vectors import load_vectors
 from memlane.store.sqlite.writer import Writer
 from memlane.store.timestamps import Clock, to_micros
@@ -178,17 +179,22 @@ class SqliteStore(BaseStore):
                 opened.append(conn)
                 await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
                 reader_conns.append(conn)
-            vectors = None
+            vectors = scopes = None
             if index_config is not None:
-                vectors = VectorIndex(index_config.dims, ann=index_config.ann)
-                await run_on_connection_thread(
-                    writer_conn, lambda raw: load_vectors(raw, vectors)
-                )
+                vectors, scopes = VectorIndex(index_config.dims, ann=index_config.ann), ScopeMap()
+
+                def load(raw: sqlite3.Connection) -> None:
+                    assert vectors is not None and scopes is not None
+                    load_vectors(raw, vectors)
+                    scopes.load(raw)
+
+                await run_on_connection_thread(writer_conn, load)
             writer = Writer(
                 writer_conn,
                 indexer=indexer,
                 vectors=vectors,
                 clock=store_clock,
+                scopes=scopes,
                 capacity=mailbox_capacity,
                 max_batch=max_batch,
                 first_id=top_id + 1,
@@ -196,7 +202,12 @@ class SqliteStore(BaseStore):
             )
             inline = InlineReader(db_path) if inline_reads else None
             reader_pool = Readers(
-                reader_conns, vectors=vectors, clock=store_clock, touch=writer.touch, inline=inline
+                reader_conns,
+                vectors=vectors,
+                clock=store_clock,
+                touch=writer.touch,
+                inline=inline,
+                scopes=scopes,
             )
             store = cls(
                 path=db_path,

@@ -36,6 +36,7 @@ from memlane.store.settle import settle_fairly
 from memlane.store.sqlite.codec import encode_namespace
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.mailbox import Mailbox, MailboxClosed
+from memlane.store.sqlite.scopes import ScopeMap
 from memlane.store.sqlite.stored_vectors import reload_items
 from memlane.store.timestamps import Clock
 from memlane.store.types import StoreClosedError
@@ -123,6 +124,9 @@ class _Changes:
     removed: list[int] = field(default_factory=list)
     swept: int = 0
     fresh_ids: int | None = None  # ids taken for new items (indexed stores), None: all offered
+    # (namespace, item id) of items written and of rows deleted, for the scope map
+    joined: list[tuple[str, int]] = field(default_factory=list)
+    left: list[tuple[str, int]] = field(default_factory=list)
 
 
 _UPSERT = """
@@ -157,7 +161,9 @@ _TOUCH = (
 )
 # Items repaired per commit after a failed mirror: bounds the extra work of one commit.
 _HEAL_SLICE = 4_096
-_SWEEP = "DELETE FROM items WHERE expires_at IS NOT NULL AND expires_at <= ? RETURNING id"
+_SWEEP = (
+    "DELETE FROM items WHERE expires_at IS NOT NULL AND expires_at <= ? RETURNING id, namespace"
+)
 
 
 def _coalesce(entries: list[_Entry], failed: dict[int, BaseException]) -> list[_Entry]:
@@ -179,6 +185,7 @@ class Writer:
         indexer: Indexer | None,
         vectors: VectorIndex | None,
         clock: Clock,
+        scopes: ScopeMap | None = None,
         capacity: int = 10_000,
         max_batch: int = 2_048,
         first_id: int = 1,
@@ -191,6 +198,7 @@ class Writer:
         self._inline_max = inline_max if indexer is None else inline_max // 4
         self._checkpoint_bytes = checkpoint_bytes
         self._since_checkpoint = 0
+        self._scopes = scopes
         # Items whose entry in the vector index may be stale: mirroring their commit failed.
         self._unmirrored: set[int] = set()
         self._next_id = first_id
@@ -385,12 +393,15 @@ class Writer:
                 if touches:
                     raw.executemany(_TOUCH, touches)
                 if sweep:
-                    swept = [row[0] for row in raw.execute(_SWEEP, (now,)).fetchall()]
+                    gone_rows = raw.execute(_SWEEP, (now,)).fetchall()
+                    swept = [row[0] for row in gone_rows]
+                    changes.left.extend((row[1], row[0]) for row in gone_rows)
                     if indexed:
                         raw.executemany(_DELETE_VECTORS, [(i,) for i in swept])
-                        if swept and changes.upserted:  # an import already past its expiry
+                        if swept and changes.joined:  # an import already past its expiry
                             gone = set(swept)
                             changes.upserted = [u for u in changes.upserted if u[0] not in gone]
+                            changes.joined = [j for j in changes.joined if j[1] not in gone]
                     changes.removed.extend(swept)
                     changes.swept = len(swept)
                 raw.execute("COMMIT")
@@ -400,6 +411,7 @@ class Writer:
                 raise
             # Mirrored here, on the connection's thread: the event loop stays free for
             # other tasks meanwhile (the index takes writes from any thread).
+            self._apply_to_scopes(changes)
             try:
                 self._apply_to_index(changes)
             except Exception as exc:
@@ -483,6 +495,16 @@ class Writer:
                 total.removed.extend(changes.removed)
                 total.swept = changes.swept
         return total
+
+    def _apply_to_scopes(self, changes: _Changes) -> None:
+        """Record the transaction's items in the scope map; if that fails, the map marks
+        itself broken and readers ask SQL instead (no caller's write fails for it)."""
+        if self._scopes is None or self._scopes.broken:
+            return
+        try:
+            self._scopes.apply(changes.joined, changes.left)
+        except Exception:
+            log.exception("memlane's scope map failed; scoped searches go to SQL from now on")
 
     def _apply_to_index(self, changes: _Changes) -> None:
         """Mirror a committed transaction into the vector index (on the connection's thread).
@@ -612,6 +634,12 @@ def _write_entries(
             changes.removed.append(item_id)
     raw.executemany(_INSERT_VECTORS, vector_rows)
     changes.removed.extend(item_id for item_id in deleted_ids if item_id is not None)
+    changes.joined.extend((row[0], item_id) for row, item_id in zip(rows, put_ids, strict=True))
+    changes.left.extend(
+        (namespace, item_id)
+        for (namespace, _), item_id in zip(deletes, deleted_ids, strict=True)
+        if item_id is not None
+    )
 
 
 def _item_id(raw: sqlite3.Connection, key: tuple[str, str]) -> int | None:

@@ -1,0 +1,118 @@
+"""Which item ids live in each namespace, kept in memory beside the vector index.
+
+Why. A scoped vector search ("top 10 in this user's namespace") needs the ids of the
+namespace's items before it can ask the index. One SQL statement answered that in
+~30-60 us, the largest share of what SqliteStore added to InMemoryStore's query.
+Measured interleaved in one process (one user's 100 items, p50): 0.28 -> 0.22 ms at 100k
+items, 0.32 -> 0.26 ms at 1M. The map costs ~120 bytes an item (a set entry and its int;
+112 MiB at 1M items), under a tenth of a 384-dim vector's 1,536 bytes.
+
+The writer keeps the map as it keeps the vector index: after each commit, on the
+connection's thread, before any caller of the batch is answered, so an acknowledged write
+is in it. Readers take a lock for a dictionary lookup. An item id stays in the map until
+its row is deleted or swept: an expired item waiting for the sweeper is still listed (the
+row fetch drops it, and the search asks the index for more). If updating the map ever
+fails, it is marked broken and readers go back to SQL until the store is reopened.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sqlite3
+import threading
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+__all__ = ["ScopeMap"]
+
+I64 = npt.NDArray[np.int64]
+Member = tuple[str, int]  # (namespace as stored, item id)
+
+
+class ScopeMap:
+    """Namespace (its stored text) -> ids of its items, with whole-label prefix lookups."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._members: dict[str, set[int]] = {}
+        self._arrays: dict[str, I64] = {}  # sorted ids per namespace, built on demand
+        self._names: list[str] = []  # every namespace, sorted: a prefix is a range of it
+        self._total = 0
+        self.broken = False
+
+    def __len__(self) -> int:
+        return self._total
+
+    def load(self, raw: sqlite3.Connection) -> None:
+        """Fill the map from the items table (a store opening): one row per namespace."""
+        rows = raw.execute("SELECT namespace, json_group_array(id) FROM items GROUP BY namespace")
+        with self._lock:
+            for namespace, ids in rows:
+                members = set(orjson.loads(ids))
+                self._members[namespace] = members
+                self._total += len(members)
+            self._names = sorted(self._members)
+
+    def apply(self, added: Iterable[Member], removed: Iterable[Member]) -> None:
+        """Record a committed transaction: ``removed`` first, then ``added``."""
+        try:
+            with self._lock:
+                for namespace, item_id in removed:
+                    self._remove(namespace, item_id)
+                for namespace, item_id in added:
+                    self._add(namespace, item_id)
+        except BaseException:
+            self.broken = True  # half applied: nobody may trust it any more
+            raise
+
+    def ids_under(self, prefix: str) -> I64 | None:
+        """Ascending ids of the items in namespace ``prefix`` or below it (whole labels),
+        or ``None`` when that is every item in the store."""
+        with self._lock:
+            names = self._names
+            start = bisect.bisect_left(names, prefix + ".")
+            stop = bisect.bisect_left(names, prefix + "/")  # '/' follows '.'
+            inside = names[start:stop]
+            if prefix in self._members:
+                inside.append(prefix)
+            count = sum(len(self._members[name]) for name in inside)
+            if count == self._total:
+                return None
+            parts = [self._array(name) for name in inside]
+        if not parts:
+            return np.empty(0, dtype=np.int64)
+        if len(parts) == 1:
+            return parts[0]
+        return np.sort(np.concatenate(parts))
+
+    def _array(self, namespace: str) -> I64:
+        array = self._arrays.get(namespace)
+        if array is None:
+            members = self._members[namespace]
+            array = np.fromiter(sorted(members), dtype=np.int64, count=len(members))
+            self._arrays[namespace] = array
+        return array
+
+    def _add(self, namespace: str, item_id: int) -> None:
+        members = self._members.get(namespace)
+        if members is None:
+            members = self._members[namespace] = set()
+            bisect.insort(self._names, namespace)
+        if item_id not in members:
+            members.add(item_id)
+            self._total += 1
+            self._arrays.pop(namespace, None)
+
+    def _remove(self, namespace: str, item_id: int) -> None:
+        members = self._members.get(namespace)
+        if members is None or item_id not in members:
+            return
+        members.remove(item_id)
+        self._total -= 1
+        self._arrays.pop(namespace, None)
+        if not members:
+            del self._members[namespace]
+            del self._names[bisect.bisect_left(self._names, namespace)]

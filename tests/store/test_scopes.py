@@ -1,0 +1,110 @@
+"""The scope map: which item ids live under a namespace prefix, in memory (SqliteStore)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.conftest import KEYWORD_DIMS, keyword_embed
+
+from memlane import IndexConfig, PutOp, SqliteStore
+from memlane.store.sqlite.scopes import ScopeMap
+
+INDEX = IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+
+
+def ids(found: np.ndarray | None) -> list[int] | None:
+    return None if found is None else found.tolist()
+
+
+def test_prefixes_match_whole_labels_and_ids_come_ascending() -> None:
+    scopes = ScopeMap()
+    scopes.apply(
+        [("a", 9), ("a.b", 3), ("a.b.c", 1), ("a-x", 4), ("ab", 5), ("a.bc", 6), ("z", 2)], []
+    )
+    assert ids(scopes.ids_under("a")) == [1, 3, 6, 9]  # not "a-x" nor "ab"
+    assert ids(scopes.ids_under("a.b")) == [1, 3]  # not "a.bc"
+    assert ids(scopes.ids_under("a.b.c")) == [1]
+    assert ids(scopes.ids_under("q")) == []
+    assert scopes.ids_under("a.b.c.d") is not None and len(scopes) == 7
+
+
+def test_a_prefix_over_every_item_answers_none() -> None:
+    scopes = ScopeMap()
+    scopes.apply([("users.u1", 1), ("users.u2", 2)], [])
+    assert scopes.ids_under("users") is None  # search the whole index instead
+    scopes.apply([("other", 3)], [])
+    assert ids(scopes.ids_under("users")) == [1, 2]
+
+
+def test_removed_items_and_emptied_namespaces_leave() -> None:
+    scopes = ScopeMap()
+    scopes.apply([("a.b", 1), ("a.b", 2), ("a.c", 3), ("d", 4)], [])
+    assert ids(scopes.ids_under("a.b")) == [1, 2]
+    scopes.apply([("a.b", 5)], [("a.b", 1), ("a.c", 3), ("a.c", 99)])  # 99: never there
+    assert ids(scopes.ids_under("a")) == [2, 5]
+    assert ids(scopes.ids_under("a.c")) == [] and len(scopes) == 3
+    scopes.apply([("a.b", 2)], [])  # a rewrite: already a member
+    assert len(scopes) == 3
+
+
+@pytest.mark.anyio
+async def test_the_store_keeps_the_map_in_step_and_rebuilds_it_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SqliteStore.open(path, index=INDEX) as store:
+        scopes = store._readers._scopes
+        assert scopes is not None
+        await store.abatch([PutOp(("u", str(n % 3)), f"k{n}", {"text": "apple"}) for n in range(9)])
+        await store.adelete(("u", "0"), "k0")
+        await store.aput(("v",), "x", {"text": "dog"})
+        raw: sqlite3.Connection = store._writer._conn._conn
+        truth = dict(raw.execute("SELECT key, id FROM items").fetchall())
+        assert ids(scopes.ids_under("u.0")) == sorted([truth["k3"], truth["k6"]])
+        hits = await store.asearch(("u", "0"), query="apple", limit=10)
+        assert sorted(hit.key for hit in hits) == ["k3", "k6"]
+        assert len(scopes) == 9
+    async with SqliteStore.open(path, index=INDEX) as store:
+        scopes = store._readers._scopes
+        assert scopes is not None and len(scopes) == 9
+        assert ids(scopes.ids_under("u.0")) == sorted([truth["k3"], truth["k6"]])
+        assert ids(scopes.ids_under("u")) == sorted(v for k, v in truth.items() if k != "x")
+
+
+@pytest.mark.anyio
+async def test_swept_items_leave_the_map(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from memlane import ImportItem
+
+    async with SqliteStore.open(tmp_path / "t.db", index=INDEX) as store:
+        stamp = datetime(2024, 1, 2, tzinfo=UTC)
+        await store.aput(("u", "1"), "live", {"text": "apple"})
+        await store.aimport([ImportItem(("u", "1"), "old", {"text": "apple"}, stamp, stamp,
+                                        expires_at=datetime(2024, 1, 3, tzinfo=UTC))])
+        scopes = store._readers._scopes
+        assert scopes is not None and len(scopes) == 2
+        assert [hit.key for hit in await store.asearch(("u",), query="apple")] == ["live"]
+        assert await store.asweep_expired() == 1
+        assert len(scopes) == 1
+
+
+@pytest.mark.anyio
+async def test_a_broken_map_sends_scoped_searches_back_to_sql(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If updating the map fails, no write fails for it and searches stay right."""
+    async with SqliteStore.open(tmp_path / "b.db", index=INDEX) as store:
+        scopes = store._readers._scopes
+        assert scopes is not None
+        await store.aput(("u", "1"), "a", {"text": "apple"})
+
+        def broken(*args: object) -> None:
+            raise MemoryError("no room")
+
+        monkeypatch.setattr(scopes, "_add", broken)
+        await store.aput(("u", "1"), "b", {"text": "apple"})  # succeeds
+        assert scopes.broken
+        hits = await store.asearch(("u", "1"), query="apple", limit=5)
+        assert sorted(hit.key for hit in hits) == ["a", "b"]
