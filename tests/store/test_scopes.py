@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from tests.conftest import KEYWORD_DIMS, keyword_embed
 
-from memlane import IndexConfig, PutOp, SqliteStore
-from memlane.store.sqlite.scopes import ScopeMap
+from memlane import ImportItem, IndexConfig, PutOp, SqliteStore
+from memlane.store.sqlite.scopes import ASK_SQL, MAX_NAMESPACES, ScopeMap
 
 INDEX = IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
 
@@ -74,10 +76,6 @@ async def test_the_store_keeps_the_map_in_step_and_rebuilds_it_on_open(tmp_path:
 
 @pytest.mark.anyio
 async def test_swept_items_leave_the_map(tmp_path: Path) -> None:
-    from datetime import UTC, datetime
-
-    from memlane import ImportItem
-
     async with SqliteStore.open(tmp_path / "t.db", index=INDEX) as store:
         stamp = datetime(2024, 1, 2, tzinfo=UTC)
         await store.aput(("u", "1"), "live", {"text": "apple"})
@@ -105,6 +103,64 @@ async def test_a_broken_map_sends_scoped_searches_back_to_sql(
 
         monkeypatch.setattr(scopes, "_add", broken)
         await store.aput(("u", "1"), "b", {"text": "apple"})  # succeeds
-        assert scopes.broken
+        assert scopes.broken and scopes.ids_under("u.1") is ASK_SQL and not scopes._members
         hits = await store.asearch(("u", "1"), query="apple", limit=5)
         assert sorted(hit.key for hit in hits) == ["a", "b"]
+
+
+def test_a_prefix_over_many_namespaces_is_left_to_sql() -> None:
+    scopes = ScopeMap()
+    scopes.apply([(f"users.u{n}", n) for n in range(MAX_NAMESPACES)] + [("other", 999)], [])
+    assert scopes.ids_under("users") is ASK_SQL  # Python work per namespace: SQL's job
+    assert ids(scopes.ids_under("users.u3")) == [3]
+    scopes.apply([], [("users.u0", 0)])
+    assert ids(scopes.ids_under("users")) == list(range(1, MAX_NAMESPACES))
+
+
+@pytest.mark.anyio
+async def test_a_scope_full_of_expired_items_asks_sql_for_the_live_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Expired items stay in the map until swept; a search does not page through them all
+    (each round asks the index for twice as many), it soon asks SQL for the live ids."""
+    import memlane.store.sqlite.reader as reader_module
+
+    stamp = datetime(2024, 1, 2, tzinfo=UTC)
+    gone = datetime(2024, 1, 3, tzinfo=UTC)
+    async with SqliteStore.open(tmp_path / "x.db", index=INDEX) as store:
+        await store.aimport([ImportItem(("s",), f"old{n}", {"text": "apple"}, stamp, stamp,
+                                        expires_at=gone) for n in range(600)])
+        await store.abatch([PutOp(("s",), f"new{n}", {"text": "apple pie"}) for n in range(3)])
+        await store.aput(("t",), "elsewhere", {"text": "apple"})
+        fetches = []
+        real = reader_module._rows_by_id
+
+        def counted(*args: Any) -> Any:
+            fetches.append(1)
+            return real(*args)
+
+        monkeypatch.setattr(reader_module, "_rows_by_id", counted)
+        found = await store.asearch(("s",), query="apple", limit=3)
+        assert sorted(hit.key for hit in found) == ["new0", "new1", "new2"]
+        assert len(fetches) <= 5, fetches  # k = 3, 6, 12, then the live ids: not 3 ... 768
+
+
+@pytest.mark.anyio
+async def test_a_search_over_a_whole_store_prefix_never_returns_another_namespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the prefix covered every item, the whole index is searched without ids; an
+    item another namespace gains meanwhile must still stay out of the page."""
+    async with SqliteStore.open(tmp_path / "w.db", index=INDEX) as store:
+        await store.aput(("a",), "mine", {"text": "apple"})
+        coalescer = store._readers._coalescer
+        assert coalescer is not None
+        real_search = coalescer.search
+
+        async def search_after_a_commit(*args: Any) -> Any:
+            await store.aput(("b",), "theirs", {"text": "apple"})  # lands meanwhile
+            return await real_search(*args)
+
+        monkeypatch.setattr(coalescer, "search", search_after_a_commit)
+        found = await store.asearch(("a",), query="apple", limit=5)
+        assert [(hit.namespace, hit.key) for hit in found] == [(("a",), "mine")]

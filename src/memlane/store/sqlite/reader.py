@@ -38,7 +38,7 @@ from memlane.store.sqlite.codec import (
 )
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.inline import InlineReader, TooMuchWork
-from memlane.store.sqlite.scopes import ScopeMap
+from memlane.store.sqlite.scopes import ASK_SQL, ScopeMap
 from memlane.store.timestamps import Clock
 from memlane.store.types import Item, SearchItem, StoreClosedError
 from memlane.vectors import SearchCoalescer, VectorIndex
@@ -274,30 +274,37 @@ class Readers:
             return []
         index = coalescer.index
         candidates: np.ndarray | None = None
+        # Ids from the scope map may include expired items the sweeper has not deleted yet;
+        # after a few rounds of asking the index for more, SQL names the live ones instead.
+        from_map = False
         if op.namespace_prefix or not op.filter.is_empty:
-
-            scopes = self._scopes if self._scopes is not None and not self._scopes.broken else None
+            scopes = self._scopes
 
             def scoped(raw: sqlite3.Connection) -> list[_Found] | np.ndarray | None:
+                nonlocal from_map
                 if not op.filter.is_empty:
                     ids = _candidate_ids(raw, op, now)
-                elif scopes is not None:  # in memory: no SQL before the vector search
-                    in_scope = scopes.ids_under(encode_namespace(op.namespace_prefix))
-                    if in_scope is None:
+                elif scopes is not None and (
+                    in_map := scopes.ids_under(encode_namespace(op.namespace_prefix))
+                ) is not ASK_SQL:  # in memory: no SQL before the vector search
+                    if in_map is None:
                         return None  # a prefix over the whole store: search it all, no ids
-                    ids = in_scope
+                    ids, from_map = in_map, True
                 elif (scope_ids := _scope_ids(raw, op, now)) is not None:
                     ids = scope_ids
                 else:
                     return None  # a prefix over the whole store: search it all, no ids
                 if index.search_cost(ids) > coalescer.inline_rows:
                     return ids  # too many to score here: the coalescer's threads will
-                return _ranked_rows(raw, index, op, query, ids, now)
+                return _ranked_rows(raw, index, op, query, ids, now, from_map)
 
             result = await self._read(scoped)
             if isinstance(result, list):
                 return result
             candidates = result
+        # Searched whole (the prefix covered every item when asked), an item another
+        # namespace gained since must still not come back.
+        outside = bool(op.namespace_prefix) and candidates is None
         k = wanted
         while True:
             hits = await coalescer.search(query, k, candidates)
@@ -308,13 +315,16 @@ class Readers:
 
             rows = await self._read(fetch)
             kept = [(rows[item_id], score) for item_id, score in hits if item_id in rows]
+            if outside:
+                kept = [(row, score) for row, score in kept if _under(row[1], op)]
             # An id can vanish between the index and the table while its delete commits,
             # or by expiring: ask the index for more so the page stays full.
             if len(kept) >= wanted or len(hits) < k:
                 return _page(kept, op)
-            if candidates is None and k >= 4 * wanted:
+            if (candidates is None or from_map) and k >= 4 * wanted:
                 # many expired but unswept items: let SQL name the live ones instead
                 candidates = await self._read(lambda raw: _candidate_ids(raw, op, now))
+                from_map = False
             k *= 2
 
     async def list_namespaces(self, op: PreparedList) -> list[tuple[str, ...]]:
@@ -400,6 +410,7 @@ def _ranked_rows(
     query: np.ndarray,
     candidates: np.ndarray,
     now: float,
+    from_map: bool = False,
 ) -> list[_Found]:
     """Search few candidates and fetch their rows, all on this reader's thread."""
     wanted = op.offset + op.limit
@@ -412,7 +423,15 @@ def _ranked_rows(
         kept = [(rows[item_id], score) for item_id, score in hits if item_id in rows]
         if len(kept) >= wanted or len(hits) < k:
             return _page(kept, op)
+        if from_map and k >= 4 * wanted:  # expired, unswept items: SQL names the live ones
+            candidates, from_map = _candidate_ids(raw, op, now), False
         k *= 2
+
+
+def _under(namespace: str, op: PreparedSearch) -> bool:
+    """Whether a stored namespace lies within the search's prefix (whole labels)."""
+    text = encode_namespace(op.namespace_prefix)
+    return namespace == text or namespace.startswith(text + ".")
 
 
 def _page(kept: list[tuple[tuple[Any, ...], float]], op: PreparedSearch) -> list[_Found]:

@@ -9,27 +9,43 @@ items, 0.32 -> 0.26 ms at 1M. The map costs ~120 bytes an item (a set entry and 
 
 The writer keeps the map as it keeps the vector index: after each commit, on the
 connection's thread, before any caller of the batch is answered, so an acknowledged write
-is in it. Readers take a lock for a dictionary lookup. An item id stays in the map until
-its row is deleted or swept: an expired item waiting for the sweeper is still listed (the
-row fetch drops it, and the search asks the index for more). If updating the map ever
-fails, it is marked broken and readers go back to SQL until the store is reopened.
+is in it. Readers take a lock for a few dictionary lookups; a prefix spanning many
+namespaces is left to SQL. An item id stays in the map until its row is deleted or swept:
+an expired item waiting for the sweeper is still listed (the row fetch drops it, the
+search asks the index for more, and after a few rounds asks SQL for the live ids). If
+updating the map ever fails, it is emptied, marked broken, and readers go back to SQL until
+the store is reopened.
 """
 
 from __future__ import annotations
 
-import bisect
 import sqlite3
 import threading
 from collections.abc import Iterable
+from enum import Enum
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-__all__ = ["ScopeMap"]
+__all__ = ["ASK_SQL", "MAX_NAMESPACES", "ScopeMap", "Unknown"]
 
 I64 = npt.NDArray[np.int64]
 Member = tuple[str, int]  # (namespace as stored, item id)
+
+
+class Unknown(Enum):
+    """``ids_under``'s answer when SQL should say: the prefix spans many namespaces (SQL's
+    range scan is then cheaper, and bounded by the inline reader's budget), or the map is
+    broken."""
+
+    ASK_SQL = "ask SQL"
+
+
+ASK_SQL = Unknown.ASK_SQL
+# A prefix spanning more namespaces than this is left to SQL: gathering their ids here would
+# be Python work per namespace on the event loop, with the map's lock held.
+MAX_NAMESPACES = 64
 
 
 class ScopeMap:
@@ -39,7 +55,8 @@ class ScopeMap:
         self._lock = threading.Lock()
         self._members: dict[str, set[int]] = {}
         self._arrays: dict[str, I64] = {}  # sorted ids per namespace, built on demand
-        self._names: list[str] = []  # every namespace, sorted: a prefix is a range of it
+        # every proper prefix of a namespace -> the namespaces strictly below it
+        self._below: dict[str, set[str]] = {}
         self._total = 0
         self.broken = False
 
@@ -54,45 +71,51 @@ class ScopeMap:
                 members = set(orjson.loads(ids))
                 self._members[namespace] = members
                 self._total += len(members)
-            self._names = sorted(self._members)
+                for prefix in _proper_prefixes(namespace):
+                    self._below.setdefault(prefix, set()).add(namespace)
 
     def apply(self, added: Iterable[Member], removed: Iterable[Member]) -> None:
         """Record a committed transaction: ``removed`` first, then ``added``."""
-        try:
-            with self._lock:
+        with self._lock:
+            try:
                 for namespace, item_id in removed:
                     self._remove(namespace, item_id)
                 for namespace, item_id in added:
                     self._add(namespace, item_id)
-        except BaseException:
-            self.broken = True  # half applied: nobody may trust it any more
-            raise
+            except BaseException:
+                self._broken()  # half applied: nobody may trust it any more
+                raise
 
-    def ids_under(self, prefix: str) -> I64 | None:
+    def ids_under(self, prefix: str) -> I64 | Unknown | None:
         """Ascending ids of the items in namespace ``prefix`` or below it (whole labels),
-        or ``None`` when that is every item in the store."""
+        ``None`` when that is every item in the store, or ``ASK_SQL``. The arrays returned
+        are read-only."""
         with self._lock:
-            names = self._names
-            start = bisect.bisect_left(names, prefix + ".")
-            stop = bisect.bisect_left(names, prefix + "/")  # '/' follows '.'
-            inside = names[start:stop]
-            if prefix in self._members:
-                inside.append(prefix)
-            count = sum(len(self._members[name]) for name in inside)
-            if count == self._total:
+            if self.broken:
+                return ASK_SQL
+            inside = self._below.get(prefix, set())
+            if len(inside) >= MAX_NAMESPACES:
+                return ASK_SQL
+            names = [*inside, prefix] if prefix in self._members else list(inside)
+            if sum(len(self._members[name]) for name in names) == self._total:
                 return None
-            parts = [self._array(name) for name in inside]
+            parts = [self._array(name) for name in names]
         if not parts:
             return np.empty(0, dtype=np.int64)
         if len(parts) == 1:
             return parts[0]
         return np.sort(np.concatenate(parts))
 
+    def _broken(self) -> None:
+        self.broken = True
+        self._members, self._arrays, self._below = {}, {}, {}  # its memory back
+
     def _array(self, namespace: str) -> I64:
         array = self._arrays.get(namespace)
         if array is None:
             members = self._members[namespace]
             array = np.fromiter(sorted(members), dtype=np.int64, count=len(members))
+            array.flags.writeable = False  # shared by every search of the namespace
             self._arrays[namespace] = array
         return array
 
@@ -100,7 +123,8 @@ class ScopeMap:
         members = self._members.get(namespace)
         if members is None:
             members = self._members[namespace] = set()
-            bisect.insort(self._names, namespace)
+            for prefix in _proper_prefixes(namespace):
+                self._below.setdefault(prefix, set()).add(namespace)
         if item_id not in members:
             members.add(item_id)
             self._total += 1
@@ -115,4 +139,14 @@ class ScopeMap:
         self._arrays.pop(namespace, None)
         if not members:
             del self._members[namespace]
-            del self._names[bisect.bisect_left(self._names, namespace)]
+            for prefix in _proper_prefixes(namespace):
+                below = self._below[prefix]
+                below.discard(namespace)
+                if not below:
+                    del self._below[prefix]
+
+
+def _proper_prefixes(namespace: str) -> list[str]:
+    """``"a.b.c"`` -> ``["a", "a.b"]``: labels never contain '.'."""
+    labels = namespace.split(".")
+    return [".".join(labels[:depth]) for depth in range(1, len(labels))]
