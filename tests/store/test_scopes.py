@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from memlane import ImportItem, IndexConfig, PutOp, SqliteStore
 from memlane.store.sqlite.scopes import ASK_SQL, MAX_NAMESPACES, ScopeMap
 
 INDEX = IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+NOW = 1_000.0
 
 
 def ids(found: np.ndarray | None) -> list[int] | None:
@@ -26,28 +28,28 @@ def test_prefixes_match_whole_labels_and_ids_come_ascending() -> None:
     scopes.apply(
         [("a", 9), ("a.b", 3), ("a.b.c", 1), ("a-x", 4), ("ab", 5), ("a.bc", 6), ("z", 2)], []
     )
-    assert ids(scopes.ids_under("a")) == [1, 3, 6, 9]  # not "a-x" nor "ab"
-    assert ids(scopes.ids_under("a.b")) == [1, 3]  # not "a.bc"
-    assert ids(scopes.ids_under("a.b.c")) == [1]
-    assert ids(scopes.ids_under("q")) == []
-    assert scopes.ids_under("a.b.c.d") is not None and len(scopes) == 7
+    assert ids(scopes.ids_under("a", NOW)) == [1, 3, 6, 9]  # not "a-x" nor "ab"
+    assert ids(scopes.ids_under("a.b", NOW)) == [1, 3]  # not "a.bc"
+    assert ids(scopes.ids_under("a.b.c", NOW)) == [1]
+    assert ids(scopes.ids_under("q", NOW)) == []
+    assert scopes.ids_under("a.b.c.d", NOW) is not None and len(scopes) == 7
 
 
 def test_a_prefix_over_every_item_answers_none() -> None:
     scopes = ScopeMap()
     scopes.apply([("users.u1", 1), ("users.u2", 2)], [])
-    assert scopes.ids_under("users") is None  # search the whole index instead
+    assert scopes.ids_under("users", NOW) is None  # search the whole index instead
     scopes.apply([("other", 3)], [])
-    assert ids(scopes.ids_under("users")) == [1, 2]
+    assert ids(scopes.ids_under("users", NOW)) == [1, 2]
 
 
 def test_removed_items_and_emptied_namespaces_leave() -> None:
     scopes = ScopeMap()
     scopes.apply([("a.b", 1), ("a.b", 2), ("a.c", 3), ("d", 4)], [])
-    assert ids(scopes.ids_under("a.b")) == [1, 2]
+    assert ids(scopes.ids_under("a.b", NOW)) == [1, 2]
     scopes.apply([("a.b", 5)], [("a.b", 1), ("a.c", 3), ("a.c", 99)])  # 99: never there
-    assert ids(scopes.ids_under("a")) == [2, 5]
-    assert ids(scopes.ids_under("a.c")) == [] and len(scopes) == 3
+    assert ids(scopes.ids_under("a", NOW)) == [2, 5]
+    assert ids(scopes.ids_under("a.c", NOW)) == [] and len(scopes) == 3
     scopes.apply([("a.b", 2)], [])  # a rewrite: already a member
     assert len(scopes) == 3
 
@@ -63,15 +65,15 @@ async def test_the_store_keeps_the_map_in_step_and_rebuilds_it_on_open(tmp_path:
         await store.aput(("v",), "x", {"text": "dog"})
         raw: sqlite3.Connection = store._writer._conn._conn
         truth = dict(raw.execute("SELECT key, id FROM items").fetchall())
-        assert ids(scopes.ids_under("u.0")) == sorted([truth["k3"], truth["k6"]])
+        assert ids(scopes.ids_under("u.0", NOW)) == sorted([truth["k3"], truth["k6"]])
         hits = await store.asearch(("u", "0"), query="apple", limit=10)
         assert sorted(hit.key for hit in hits) == ["k3", "k6"]
         assert len(scopes) == 9
     async with SqliteStore.open(path, index=INDEX) as store:
         scopes = store._readers._scopes
         assert scopes is not None and len(scopes) == 9
-        assert ids(scopes.ids_under("u.0")) == sorted([truth["k3"], truth["k6"]])
-        assert ids(scopes.ids_under("u")) == sorted(v for k, v in truth.items() if k != "x")
+        assert ids(scopes.ids_under("u.0", NOW)) == sorted([truth["k3"], truth["k6"]])
+        assert ids(scopes.ids_under("u", NOW)) == sorted(v for k, v in truth.items() if k != "x")
 
 
 @pytest.mark.anyio
@@ -86,6 +88,7 @@ async def test_swept_items_leave_the_map(tmp_path: Path) -> None:
         assert [hit.key for hit in await store.asearch(("u",), query="apple")] == ["live"]
         assert await store.asweep_expired() == 1
         assert len(scopes) == 1
+        assert scopes.expires_from == math.inf  # nothing left expires: the map answers again
 
 
 @pytest.mark.anyio
@@ -103,18 +106,29 @@ async def test_a_broken_map_sends_scoped_searches_back_to_sql(
 
         monkeypatch.setattr(scopes, "_add", broken)
         await store.aput(("u", "1"), "b", {"text": "apple"})  # succeeds
-        assert scopes.broken and scopes.ids_under("u.1") is ASK_SQL and not scopes._members
+        assert scopes.broken and scopes.ids_under("u.1", NOW) is ASK_SQL and not scopes._members
         hits = await store.asearch(("u", "1"), query="apple", limit=5)
         assert sorted(hit.key for hit in hits) == ["a", "b"]
+
+
+def test_from_the_earliest_expiry_until_a_sweep_sql_answers() -> None:
+    """Until then every listed id is live; after it an expired item may wait for the
+    sweeper, and SQL lists the live ones (a scope could be mostly expired items)."""
+    scopes = ScopeMap()
+    scopes.apply([("a", 1), ("b", 2)], [], [NOW + 60])
+    assert ids(scopes.ids_under("a", NOW)) == [1]
+    assert scopes.ids_under("a", NOW + 60) is ASK_SQL
+    scopes.apply([], [("a", 1)], [], expiry_floor=math.inf)  # a sweep took the expired one
+    assert ids(scopes.ids_under("b.c", NOW + 60)) == []
 
 
 def test_a_prefix_over_many_namespaces_is_left_to_sql() -> None:
     scopes = ScopeMap()
     scopes.apply([(f"users.u{n}", n) for n in range(MAX_NAMESPACES)] + [("other", 999)], [])
-    assert scopes.ids_under("users") is ASK_SQL  # Python work per namespace: SQL's job
-    assert ids(scopes.ids_under("users.u3")) == [3]
+    assert scopes.ids_under("users", NOW) is ASK_SQL  # Python work per namespace: SQL's job
+    assert ids(scopes.ids_under("users.u3", NOW)) == [3]
     scopes.apply([], [("users.u0", 0)])
-    assert ids(scopes.ids_under("users")) == list(range(1, MAX_NAMESPACES))
+    assert ids(scopes.ids_under("users", NOW)) == list(range(1, MAX_NAMESPACES))
 
 
 @pytest.mark.anyio

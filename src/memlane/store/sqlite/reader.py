@@ -285,7 +285,7 @@ class Readers:
                 if not op.filter.is_empty:
                     ids = _candidate_ids(raw, op, now)
                 elif scopes is not None and (
-                    in_map := scopes.ids_under(encode_namespace(op.namespace_prefix))
+                    in_map := scopes.ids_under(encode_namespace(op.namespace_prefix), now)
                 ) is not ASK_SQL:  # in memory: no SQL before the vector search
                     if in_map is None:
                         return None  # a prefix over the whole store: search it all, no ids

@@ -12,13 +12,15 @@ connection's thread, before any caller of the batch is answered, so an acknowled
 is in it. Readers take a lock for a few dictionary lookups; a prefix spanning many
 namespaces is left to SQL. An item id stays in the map until its row is deleted or swept:
 an expired item waiting for the sweeper is still listed (the row fetch drops it, the
-search asks the index for more, and after a few rounds asks SQL for the live ids). If
+search asks the index for more, and after a few rounds asks SQL for the live ids), but
+only until the earliest expiry in the store: from then until a sweep, SQL answers. If
 updating the map ever fails, it is emptied, marked broken, and readers go back to SQL until
 the store is reopened.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -59,6 +61,9 @@ class ScopeMap:
         self._below: dict[str, set[str]] = {}
         self._total = 0
         self.broken = False
+        # No stored item expires before this (a lower bound): until then, no expired item
+        # waits for the sweeper, so every id listed is live.
+        self.expires_from = math.inf
 
     def __len__(self) -> int:
         return self._total
@@ -66,7 +71,11 @@ class ScopeMap:
     def load(self, raw: sqlite3.Connection) -> None:
         """Fill the map from the items table (a store opening): one row per namespace."""
         rows = raw.execute("SELECT namespace, json_group_array(id) FROM items GROUP BY namespace")
+        (earliest,) = raw.execute(
+            "SELECT MIN(expires_at) FROM items WHERE expires_at IS NOT NULL"
+        ).fetchone()
         with self._lock:
+            self.expires_from = math.inf if earliest is None else float(earliest)
             for namespace, ids in rows:
                 members = set(orjson.loads(ids))
                 self._members[namespace] = members
@@ -74,9 +83,19 @@ class ScopeMap:
                 for prefix in _proper_prefixes(namespace):
                     self._below.setdefault(prefix, set()).add(namespace)
 
-    def apply(self, added: Iterable[Member], removed: Iterable[Member]) -> None:
-        """Record a committed transaction: ``removed`` first, then ``added``."""
+    def apply(
+        self,
+        added: Iterable[Member],
+        removed: Iterable[Member],
+        expiries: Iterable[float] = (),
+        expiry_floor: float | None = None,
+    ) -> None:
+        """Record a committed transaction: ``removed`` first, then ``added``; ``expiries``
+        of the rows it wrote, and after a sweep the earliest expiry left in the table."""
         with self._lock:
+            if expiry_floor is not None:
+                self.expires_from = expiry_floor
+            self.expires_from = min(self.expires_from, *expiries, math.inf)
             try:
                 for namespace, item_id in removed:
                     self._remove(namespace, item_id)
@@ -86,12 +105,13 @@ class ScopeMap:
                 self._broken()  # half applied: nobody may trust it any more
                 raise
 
-    def ids_under(self, prefix: str) -> I64 | Unknown | None:
+    def ids_under(self, prefix: str, now: float) -> I64 | Unknown | None:
         """Ascending ids of the items in namespace ``prefix`` or below it (whole labels),
-        ``None`` when that is every item in the store, or ``ASK_SQL``. The arrays returned
-        are read-only."""
+        ``None`` when that is every item in the store, or ``ASK_SQL`` (also whenever an
+        expired item may wait for the sweeper: SQL lists the live ones). The arrays
+        returned are read-only."""
         with self._lock:
-            if self.broken:
+            if self.broken or now >= self.expires_from:
                 return ASK_SQL
             inside = self._below.get(prefix, set())
             if len(inside) >= MAX_NAMESPACES:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import sqlite3
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -127,6 +128,8 @@ class _Changes:
     # (namespace, item id) of items written and of rows deleted, for the scope map
     joined: list[tuple[str, int]] = field(default_factory=list)
     left: list[tuple[str, int]] = field(default_factory=list)
+    expiries: list[float] = field(default_factory=list)  # expires_at of rows written
+    expiry_floor: float | None = None  # after a sweep: the earliest expires_at left
 
 
 _UPSERT = """
@@ -159,6 +162,7 @@ _TOUCH = (
     "UPDATE items SET expires_at = MAX(expires_at, ? + ttl_minutes * 60)"
     " WHERE id = ? AND ttl_minutes IS NOT NULL"
 )
+_EARLIEST_EXPIRY = "SELECT MIN(expires_at) FROM items WHERE expires_at IS NOT NULL"
 # Items repaired per commit after a failed mirror: bounds the extra work of one commit.
 _HEAL_SLICE = 4_096
 _SWEEP = (
@@ -404,6 +408,9 @@ class Writer:
                             changes.joined = [j for j in changes.joined if j[1] not in gone]
                     changes.removed.extend(swept)
                     changes.swept = len(swept)
+                    if indexed:
+                        (floor,) = raw.execute(_EARLIEST_EXPIRY).fetchone()
+                        changes.expiry_floor = math.inf if floor is None else float(floor)
                 raw.execute("COMMIT")
             except BaseException:
                 if raw.in_transaction:
@@ -502,7 +509,9 @@ class Writer:
         if self._scopes is None or self._scopes.broken:
             return
         try:
-            self._scopes.apply(changes.joined, changes.left)
+            self._scopes.apply(
+                changes.joined, changes.left, changes.expiries, changes.expiry_floor
+            )
         except Exception:
             log.exception("memlane's scope map failed; scoped searches go to SQL from now on")
 
@@ -635,6 +644,7 @@ def _write_entries(
     raw.executemany(_INSERT_VECTORS, vector_rows)
     changes.removed.extend(item_id for item_id in deleted_ids if item_id is not None)
     changes.joined.extend((row[0], item_id) for row, item_id in zip(rows, put_ids, strict=True))
+    changes.expiries.extend(row[5] for row in rows if row[5] is not None)
     changes.left.extend(
         (namespace, item_id)
         for (namespace, _), item_id in zip(deletes, deleted_ids, strict=True)
