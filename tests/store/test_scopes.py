@@ -120,6 +120,10 @@ def test_from_the_earliest_expiry_until_a_sweep_sql_answers() -> None:
     assert scopes.ids_under("a", NOW + 60) is ASK_SQL
     scopes.apply([], [("a", 1)], [], expiry_floor=math.inf)  # a sweep took the expired one
     assert ids(scopes.ids_under("b.c", NOW + 60)) == []
+    # an import already past its expiry, swept in its own transaction: the floor, read
+    # after the transaction's writes, is what counts
+    scopes.apply([], [], [NOW - 5], expiry_floor=math.inf)
+    assert ids(scopes.ids_under("b", NOW + 60)) is None
 
 
 def test_a_prefix_over_many_namespaces_is_left_to_sql() -> None:

@@ -93,9 +93,10 @@ class ScopeMap:
         """Record a committed transaction: ``removed`` first, then ``added``; ``expiries``
         of the rows it wrote, and after a sweep the earliest expiry left in the table."""
         with self._lock:
-            if expiry_floor is not None:
+            if expiry_floor is not None:  # read after all of the transaction's writes
                 self.expires_from = expiry_floor
-            self.expires_from = min(self.expires_from, *expiries, math.inf)
+            else:
+                self.expires_from = min(self.expires_from, *expiries, math.inf)
             try:
                 for namespace, item_id in removed:
                     self._remove(namespace, item_id)
