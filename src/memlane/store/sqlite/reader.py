@@ -274,14 +274,10 @@ class Readers:
             return []
         index = coalescer.index
         candidates: np.ndarray | None = None
-        # Ids from the scope map may include expired items the sweeper has not deleted yet;
-        # after a few rounds of asking the index for more, SQL names the live ones instead.
-        from_map = False
         if op.namespace_prefix or not op.filter.is_empty:
             scopes = self._scopes
 
             def scoped(raw: sqlite3.Connection) -> list[_Found] | np.ndarray | None:
-                nonlocal from_map
                 if not op.filter.is_empty:
                     ids = _candidate_ids(raw, op, now)
                 elif scopes is not None and (
@@ -289,14 +285,14 @@ class Readers:
                 ) is not ASK_SQL:  # in memory: no SQL before the vector search
                     if in_map is None:
                         return None  # a prefix over the whole store: search it all, no ids
-                    ids, from_map = in_map, True
+                    ids = in_map
                 elif (scope_ids := _scope_ids(raw, op, now)) is not None:
                     ids = scope_ids
                 else:
                     return None  # a prefix over the whole store: search it all, no ids
                 if index.search_cost(ids) > coalescer.inline_rows:
                     return ids  # too many to score here: the coalescer's threads will
-                return _ranked_rows(raw, index, op, query, ids, now, from_map)
+                return _ranked_rows(raw, index, op, query, ids, now)
 
             result = await self._read(scoped)
             if isinstance(result, list):
@@ -321,10 +317,9 @@ class Readers:
             # or by expiring: ask the index for more so the page stays full.
             if len(kept) >= wanted or len(hits) < k:
                 return _page(kept, op)
-            if (candidates is None or from_map) and k >= 4 * wanted:
+            if candidates is None and k >= 4 * wanted:
                 # many expired but unswept items: let SQL name the live ones instead
                 candidates = await self._read(lambda raw: _candidate_ids(raw, op, now))
-                from_map = False
             k *= 2
 
     async def list_namespaces(self, op: PreparedList) -> list[tuple[str, ...]]:
@@ -410,7 +405,6 @@ def _ranked_rows(
     query: np.ndarray,
     candidates: np.ndarray,
     now: float,
-    from_map: bool = False,
 ) -> list[_Found]:
     """Search few candidates and fetch their rows, all on this reader's thread."""
     wanted = op.offset + op.limit
@@ -423,8 +417,6 @@ def _ranked_rows(
         kept = [(rows[item_id], score) for item_id, score in hits if item_id in rows]
         if len(kept) >= wanted or len(hits) < k:
             return _page(kept, op)
-        if from_map and k >= 4 * wanted:  # expired, unswept items: SQL names the live ones
-            candidates, from_map = _candidate_ids(raw, op, now), False
         k *= 2
 
 

@@ -10,10 +10,10 @@ items, 0.32 -> 0.26 ms at 1M. The map costs ~120 bytes an item (a set entry and 
 The writer keeps the map as it keeps the vector index: after each commit, on the
 connection's thread, before any caller of the batch is answered, so an acknowledged write
 is in it. Readers take a lock for a few dictionary lookups; a prefix spanning many
-namespaces is left to SQL. An item id stays in the map until its row is deleted or swept:
-an expired item waiting for the sweeper is still listed (the row fetch drops it, the
-search asks the index for more, and after a few rounds asks SQL for the live ids), but
-only until the earliest expiry in the store: from then until a sweep, SQL answers. If
+namespaces is left to SQL. An item id stays in the map until its row is deleted or swept,
+so an expired item waiting for the sweeper would still be listed: the map keeps a lower
+bound of every stored expiry, and from it until the next sweep it answers "ask SQL"
+(a scope could be mostly expired items). So every id it gives is of a live item. If
 updating the map ever fails, it is emptied, marked broken, and readers go back to SQL until
 the store is reopened.
 """

@@ -170,6 +170,10 @@ _SWEEP = (
 )
 
 
+def _touched(changes: _Changes) -> list[int]:
+    return [*changes.removed, *(item_id for item_id, _ in changes.upserted)]
+
+
 def _coalesce(entries: list[_Entry], failed: dict[int, BaseException]) -> list[_Entry]:
     """The last op per key among requests that have not failed."""
     last: dict[tuple[tuple[str, ...], str], _Entry] = {}
@@ -520,16 +524,16 @@ class Writer:
         If that fails, its items are remembered for ``_heal``; those it did mirror are fine."""
         if self._vectors is None:
             return
-        touched = [*changes.removed, *(item_id for item_id, _ in changes.upserted)]
         try:
             if changes.removed:
                 self._vectors.remove(changes.removed)
             if changes.upserted:
                 self._vectors.upsert(changes.upserted)
         except Exception:
-            self._unmirrored.update(touched)
+            self._unmirrored.update(_touched(changes))
             raise
-        self._unmirrored.difference_update(touched)
+        if self._unmirrored:  # these items are now right in the index
+            self._unmirrored.difference_update(_touched(changes))
 
     def _heal(self, raw: sqlite3.Connection) -> None:
         """Reload into the index, from the vectors table (the truth, so every item gets its
