@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.conftest import KEYWORD_DIMS, keyword_embed
+from tests.conftest import KEYWORD_DIMS, FakeClock, keyword_embed
 
 from memlane import ImportItem, IndexConfig, PutOp, SqliteStore
 from memlane.store.sqlite.scopes import ASK_SQL, MAX_NAMESPACES, ScopeMap
@@ -50,6 +50,7 @@ def test_removed_items_and_emptied_namespaces_leave() -> None:
     scopes.apply([("a.b", 5)], [("a.b", 1), ("a.c", 3), ("a.c", 99)])  # 99: never there
     assert ids(scopes.ids_under("a", NOW)) == [2, 5]
     assert ids(scopes.ids_under("a.c", NOW)) == [] and len(scopes) == 3
+    assert "a.c" not in scopes._members and scopes._below["a"] == {"a.b"}  # no husk left
     scopes.apply([("a.b", 2)], [])  # a rewrite: already a member
     assert len(scopes) == 3
 
@@ -182,3 +183,21 @@ async def test_a_search_over_a_whole_store_prefix_never_returns_another_namespac
         monkeypatch.setattr(coalescer, "search", search_after_a_commit)
         found = await store.asearch(("a",), query="apple", limit=5)
         assert [(hit.namespace, hit.key) for hit in found] == [(("a",), "mine")]
+
+
+@pytest.mark.anyio
+async def test_a_written_expiry_sends_scoped_searches_to_sql_once_it_passes(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    async with SqliteStore.open(tmp_path / "e.db", index=INDEX, clock=clock) as store:
+        scopes = store._readers._scopes
+        assert scopes is not None
+        await store.aput(("u", "1"), "keep", {"text": "apple"})
+        await store.aput(("u", "1"), "brief", {"text": "apple"}, ttl=1)
+        assert scopes.expires_from == pytest.approx(clock.now + 60)
+        assert scopes.ids_under("u.1", clock.now) is not ASK_SQL  # the map still answers
+        clock.advance(61)
+        assert scopes.ids_under("u", clock.now) is ASK_SQL  # "brief" expired, not swept
+        found = await store.asearch(("u",), query="apple", limit=5)
+        assert [hit.key for hit in found] == ["keep"]

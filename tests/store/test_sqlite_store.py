@@ -368,6 +368,30 @@ async def test_an_import_already_expired_and_swept_in_its_batch_leaves_the_index
         assert swept[1] == 1 and store._writer.batches == 1  # both in one transaction
         vectors = store._readers._vectors
         assert vectors is not None and vectors.item_count == 0
+        assert store._readers._scopes is not None and len(store._readers._scopes) == 0
+
+
+async def test_a_delete_whose_mirroring_failed_leaves_the_index_with_the_next_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with SqliteStore.open(tmp_path / "del.db", index=INDEX) as store:
+        vectors = store._readers._vectors
+        assert vectors is not None
+        await store.aput(("ns",), "gone", {"text": "apple"})
+        raw: sqlite3.Connection = store._writer._conn._conn
+        (gone,) = raw.execute("SELECT id FROM items WHERE key = 'gone'").fetchone()
+        real_remove = vectors.remove
+
+        def broken_remove(item_ids: object) -> None:
+            raise RuntimeError("the index is broken")
+
+        monkeypatch.setattr(vectors, "remove", broken_remove)
+        with pytest.raises(WriterError):
+            await store.adelete(("ns",), "gone")
+        assert gone in vectors  # deleted in SQL, still in the index
+        monkeypatch.setattr(vectors, "remove", real_remove)
+        await store.aput(("ns",), "next", {"text": "dog"})
+        assert gone not in vectors and not store._writer._unmirrored
 
 
 async def test_cancelled_callers_leave_the_store_working(tmp_path: Path) -> None:
