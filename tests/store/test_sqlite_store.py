@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,20 @@ from memlane.store.ops import PreparedPut
 pytestmark = pytest.mark.anyio
 
 INDEX = IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+
+
+def break_index(
+    monkeypatch: pytest.MonkeyPatch, vectors: Any, method: str
+) -> Callable[[], None]:
+    """Make the vector index's ``method`` raise (a mirror failing after a commit); return
+    what restores it."""
+    real = getattr(vectors, method)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("the index is broken")
+
+    monkeypatch.setattr(vectors, method, broken)
+    return lambda: monkeypatch.setattr(vectors, method, real)
 
 
 # ---- durability --------------------------------------------------------------------------
@@ -248,16 +263,11 @@ async def test_healing_the_index_keeps_each_items_latest_state(
     async with SqliteStore.open(tmp_path / "h.db", index=INDEX) as store:
         vectors = store._readers._vectors
         assert vectors is not None
-        real_upsert = vectors.upsert
-
-        def broken_upsert(updates: object) -> None:
-            raise RuntimeError("the index is broken")
-
         await store.aput(("ns",), "keep", {"text": "apple"})
-        monkeypatch.setattr(vectors, "upsert", broken_upsert)
+        mend = break_index(monkeypatch, vectors, "upsert")
         with pytest.raises(WriterError):
             await store.abatch([PutOp(("ns",), key, {"text": "apple"}) for key in "ab"])
-        monkeypatch.setattr(vectors, "upsert", real_upsert)
+        mend()
         await store.abatch([PutOp(("ns",), "a", None), PutOp(("ns",), "b", {"text": "dog"})])
         apples = await store.asearch(("ns",), query="apple", limit=3)
         assert [hit.key for hit in apples][:1] == ["keep"]
@@ -310,15 +320,10 @@ async def test_a_damaged_blob_does_not_hold_back_the_repair_of_others(
         vectors = store._readers._vectors
         assert vectors is not None
         await store.abatch([PutOp(("ns",), f"k{n}", {"text": "apple"}) for n in range(10)])
-        real_upsert = vectors.upsert
-
-        def broken_upsert(updates: object) -> None:
-            raise RuntimeError("the index is broken")
-
-        monkeypatch.setattr(vectors, "upsert", broken_upsert)
+        mend = break_index(monkeypatch, vectors, "upsert")
         with pytest.raises(WriterError):  # rewritten in SQL, stale in the index
             await store.abatch([PutOp(("ns",), f"k{n}", {"text": "dog"}) for n in range(10)])
-        monkeypatch.setattr(vectors, "upsert", real_upsert)
+        mend()
         raw: sqlite3.Connection = store._writer._conn._conn
         raw.execute(
             "UPDATE vectors SET embedding = x'00' WHERE item_id ="
@@ -343,11 +348,7 @@ async def test_a_sweep_whose_mirroring_fails_gets_a_writer_error(
         raw.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000)
         vectors = store._readers._vectors
         assert vectors is not None
-
-        def broken_remove(item_ids: object) -> None:
-            raise RuntimeError("the index is broken")
-
-        monkeypatch.setattr(vectors, "remove", broken_remove)
+        break_index(monkeypatch, vectors, "remove")
         outcomes = await asyncio.gather(  # one batch; its transaction fails (too long)
             store.aput(("ns",), "long", {"text": "x" * 20_000}),
             store.asweep_expired(),
@@ -380,16 +381,11 @@ async def test_a_delete_whose_mirroring_failed_leaves_the_index_with_the_next_co
         await store.aput(("ns",), "gone", {"text": "apple"})
         raw: sqlite3.Connection = store._writer._conn._conn
         (gone,) = raw.execute("SELECT id FROM items WHERE key = 'gone'").fetchone()
-        real_remove = vectors.remove
-
-        def broken_remove(item_ids: object) -> None:
-            raise RuntimeError("the index is broken")
-
-        monkeypatch.setattr(vectors, "remove", broken_remove)
+        mend = break_index(monkeypatch, vectors, "remove")
         with pytest.raises(WriterError):
             await store.adelete(("ns",), "gone")
         assert gone in vectors  # deleted in SQL, still in the index
-        monkeypatch.setattr(vectors, "remove", real_remove)
+        mend()
         await store.aput(("ns",), "next", {"text": "dog"})
         assert gone not in vectors and not store._writer._unmirrored
 
@@ -450,11 +446,7 @@ async def test_an_idle_writer_keeps_no_batch_alive(
         assert await store.aget(("ns",), "idle-299") is not None
         vectors = store._readers._vectors
         assert vectors is not None
-
-        def broken_upsert(updates: object) -> None:
-            raise RuntimeError("the index is broken")
-
-        monkeypatch.setattr(vectors, "upsert", broken_upsert)
+        break_index(monkeypatch, vectors, "upsert")
         # (pytest's log capture would keep the logged error's traceback, and the batch)
         monkeypatch.setattr(logging.getLogger("memlane.store.sqlite.writer"), "disabled", True)
         with pytest.raises(WriterError):
