@@ -1,5 +1,7 @@
 """memlane: an async-first runtime for the long-term memory of LLM agents."""
 
+__version__ = "0.1.0"
+
 from memlane.store.base import BaseStore
 from memlane.store.memory import InMemoryStore
 from memlane.store.sqlite import SqliteStore, StoreLockedError, WriterError

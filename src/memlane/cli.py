@@ -165,6 +165,9 @@ def _copy(source: Source, args: argparse.Namespace) -> int:
     finally:
         source.close()
     _print_report(report)
+    if report.written + report.unchanged == 0:
+        print(f"memlane: nothing was imported from {report.source}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -256,9 +259,12 @@ COMMANDS: list[Command] = [
 
 
 def build_parser(commands: Sequence[Command] = ()) -> argparse.ArgumentParser:
+    from memlane import __version__
+
     parser = argparse.ArgumentParser(
         prog="memlane", description="memlane: long-term memory for LLM agents."
     )
+    parser.add_argument("--version", action="version", version=f"memlane {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in commands or COMMANDS:
         sub = subparsers.add_parser(command.name, help=command.help, description=command.help)
@@ -278,6 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (MissingDependencyError, FileNotFoundError, ValueError, StoreLockedError) as exc:
         print(f"memlane {args.command}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Whole chunks already written are kept; the same command run again finishes.
+        print(f"memlane {args.command}: interrupted (run it again to finish)", file=sys.stderr)
+        return 130
     return result
 
 
