@@ -228,6 +228,67 @@ def _export_atomically(source: Source, output: Path) -> list[Any]:
     return skipped
 
 
+# ---- inspect -----------------------------------------------------------------------------
+
+
+def _add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="a memlane SQLite file (opened read-only)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def inspect_file(path: Path) -> dict[str, Any]:
+    """What a memlane file holds, read with a read-only connection: never the writer lock,
+    never a write, so it works while a store has the file open."""
+    import sqlite3
+    import time
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise UsageError(f"{path}: cannot open as SQLite ({exc})") from None
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"items", "memlane_meta", "memlane_migrations"} <= tables:
+            raise UsageError(f"{path} is not a memlane file")
+        meta = dict(conn.execute("SELECT name, value FROM memlane_meta").fetchall())
+        now = time.time()
+        items, expiring, expired, namespaces = conn.execute(
+            "SELECT COUNT(*), COUNT(expires_at), COALESCE(SUM(expires_at <= ?), 0),"
+            " COUNT(DISTINCT namespace) FROM items", (now,)).fetchone()
+        schema = conn.execute("SELECT MAX(version) FROM memlane_migrations").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise UsageError(f"{path} is not a memlane file ({exc})") from None
+    finally:
+        conn.close()
+    wal = Path(f"{path}-wal")
+    index: Any = None
+    if "index" in meta:
+        import orjson
+
+        index = orjson.loads(meta["index"])
+    return {
+        "file": str(path), "schema_version": schema, "items": items,
+        "namespaces": namespaces, "items_with_ttl": expiring, "expired_unswept": expired,
+        "index": index, "dims": int(meta["dims"]) if "dims" in meta else None,
+        "distance": meta.get("distance"), "file_bytes": path.stat().st_size,
+        "wal_bytes": wal.stat().st_size if wal.exists() else 0,
+    }
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    info = inspect_file(Path(args.file))
+    if args.json:
+        import json
+
+        print(json.dumps(info))
+    else:
+        for name, value in info.items():
+            print(f"{name}: {value}")
+    return 0
+
+
 # ---- bench -------------------------------------------------------------------------------
 
 
@@ -253,6 +314,8 @@ COMMANDS: list[Command] = [
             run_export),
     Command("import", "load a JSONL backup into a memlane file", _add_import_arguments,
             run_import),
+    Command("inspect", "show what a memlane file holds (read-only)", _add_inspect_arguments,
+            run_inspect),
     Command("bench", "measure memlane against LangGraph's stores and the raw ceilings",
             _add_bench_arguments, run_bench),
 ]

@@ -59,3 +59,28 @@ def test_ctrl_c_during_migrate_is_one_line_and_130(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["memlane migrate: interrupted (run it again to finish)"]
+
+
+def test_inspect_reads_a_file_a_store_has_open_and_refuses_others(tmp_path: Path) -> None:
+    import json
+
+    from memlane import HashingEmbeddings, SqliteStore
+
+    db = tmp_path / "m.db"
+    with SqliteStore.open_sync(db, index={"dims": 8, "embed": HashingEmbeddings(8)}) as store:
+        store.put(("users", "u1"), "a", {"text": "x"})
+        store.put(("users", "u2"), "b", {"text": "y"}, ttl=60)
+        before = db.read_bytes()
+        proc = cli("inspect", str(db), "--json")
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        info = json.loads(out)
+        assert (info["items"], info["namespaces"], info["items_with_ttl"]) == (2, 2, 1)
+        assert info["dims"] == 8 and info["schema_version"] >= 1
+        assert db.read_bytes() == before  # nothing written
+        store.put(("users", "u3"), "c", {"text": "z"})  # the store still writes
+    other = tmp_path / "other.txt"
+    other.write_text("not sqlite at all, just text" * 10)
+    proc = cli("inspect", str(other))
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1
