@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -334,6 +335,73 @@ async def test_per_tool_timeout_becomes_an_error_message() -> None:
     )
     assert tool_messages(result)[0].status == "error"
     assert "timed out" in tool_messages(result)[0].content
+
+
+def records(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == name]
+
+
+async def test_tool_errors_are_logged_with_name_and_call_id_traceback_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    turn = [
+        {"id": "call_zero", "name": "divide", "args": {"a": 1, "b": 0}},
+        {"id": "call_bad", "name": "divide", "args": {"a": "x"}},
+        {"id": "call_nope", "name": "nope", "args": {}},
+    ]
+    agent = create_agent(ScriptedModel([turn, "sorry"]), [divide])
+    with caplog.at_level(logging.WARNING, logger="memlane"):
+        await agent.ainvoke({"messages": ["go"]})
+    (warning,) = records(caplog, "memlane.agents.tools")  # the model's mistakes are INFO
+    assert warning.levelno == logging.WARNING and warning.exc_info is None
+    text = warning.getMessage()
+    assert "'divide'" in text and "call_zero" in text and "ZeroDivisionError" in text
+
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="memlane"):
+        await create_agent(ScriptedModel([turn, "sorry"]), [divide]).ainvoke({"messages": ["go"]})
+    logged = records(caplog, "memlane.agents.tools")
+    assert {r.levelno for r in logged} == {logging.DEBUG, logging.INFO, logging.WARNING}
+    (debug,) = [r for r in logged if r.levelno == logging.DEBUG]
+    assert debug.exc_info is not None and debug.exc_info[0] is ZeroDivisionError
+    assert "call_zero" in debug.getMessage()
+    infos = " ".join(r.getMessage() for r in logged if r.levelno == logging.INFO)
+    assert "call_bad" in infos and "call_nope" in infos and "no tool named 'nope'" in infos
+
+
+async def test_a_tool_without_its_store_or_context_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    @tool
+    async def remember(runtime: ToolRuntime[Context]) -> str:
+        """Needs the store and the context."""
+        assert runtime.store is not None, "no store"
+        return runtime.context.user_id
+
+    agent = create_agent(ScriptedModel([calls(("remember", {})), "x"]), [remember])
+    with caplog.at_level(logging.WARNING, logger="memlane"):
+        result = await agent.ainvoke({"messages": ["go"]})
+    assert tool_messages(result)[0].status == "error"
+    (warning,) = records(caplog, "memlane.agents.tools")
+    assert "'remember'" in warning.getMessage() and "no store" in warning.getMessage()
+
+
+class FailingModel:
+    """A model whose every call fails."""
+
+    async def achat(
+        self, messages: Sequence[Any], *, system: str | None = None, tools: Sequence[ToolSpec] = ()
+    ) -> AIMessage:
+        raise RuntimeError("provider exploded")
+
+
+async def test_a_model_error_is_logged_then_raised(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="memlane"), pytest.raises(RuntimeError):
+        await create_agent(FailingModel()).ainvoke({"messages": ["go"]})
+    warning, debug = records(caplog, "memlane.agents.models")
+    assert warning.levelno == logging.WARNING and warning.exc_info is None
+    assert "provider exploded" in warning.getMessage()
+    assert debug.levelno == logging.DEBUG and debug.exc_info is not None
 
 
 class AlwaysCallsTools:

@@ -7,6 +7,7 @@ tool result with text, and it can fail with the provider's error shapes.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -116,6 +117,38 @@ async def test_openai_retries_429_and_5xx_then_succeeds(wire_server: StartServer
     await model.aclose()
     assert reply.tool_calls[0]["name"] == "weather"
     assert len(server.requests) == 3
+
+
+async def test_retries_and_the_final_model_error_are_logged(
+    wire_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    failures = [openai_error(503, "overloaded"), openai_error(429, "slow down")]
+    server = wire_server(lambda r: failures.pop(0) if failures else openai_error(500, "boom"))
+    model = OpenAIChatModel("m", api_key="k", base_url=server.url, max_retries=2, backoff=0.001)
+    with caplog.at_level(logging.WARNING, logger="memlane"), pytest.raises(ModelAPIError):
+        await create_agent(model).ainvoke({"messages": ["hi"]})
+    await model.aclose()
+    retries = [r for r in caplog.records if r.name == "memlane.agents.models.http"]
+    assert [r.levelno for r in retries] == [logging.WARNING] * 2
+    assert "HTTP 503" in retries[0].getMessage() and "retry 1 of 2" in retries[0].getMessage()
+    assert "HTTP 429" in retries[1].getMessage() and "retry 2 of 2" in retries[1].getMessage()
+    (final,) = [r for r in caplog.records if r.name == "memlane.agents.models"]
+    assert "500" in final.getMessage() and "boom" in final.getMessage()
+    assert all(r.exc_info is None for r in caplog.records)
+
+    with socket.socket() as s:  # nobody listening: transport errors, traceback at DEBUG
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    model = OpenAIChatModel(
+        "m", api_key="k", base_url=f"http://127.0.0.1:{port}", max_retries=1, backoff=0.001
+    )
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="memlane"), pytest.raises(ModelConnectionError):
+        await model.achat([])
+    await model.aclose()
+    retry, trace = [r for r in caplog.records if r.name == "memlane.agents.models.http"]
+    assert retry.levelno == logging.WARNING and "ConnectError" in retry.getMessage()
+    assert trace.levelno == logging.DEBUG and trace.exc_info is not None
 
 
 async def test_openai_errors_are_clear_and_not_retried_when_final(wire_server: StartServer) -> None:

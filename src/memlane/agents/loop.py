@@ -11,6 +11,7 @@ validators, the runtime parameter) was computed when the tool and the agent were
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -35,6 +36,11 @@ __all__ = [
     "UnknownToolError",
     "create_agent",
 ]
+
+tool_log = logging.getLogger("memlane.agents.tools")
+"""Failed tool calls: WARNING with the tool's name and call id, the traceback at DEBUG."""
+model_log = logging.getLogger("memlane.agents.models")
+"""A model call that ended a run: WARNING, the traceback at DEBUG (retries: models.http)."""
 
 DEFAULT_RECURSION_LIMIT = 25
 """Model turns per run; LangGraph's default of 25 steps counts model and tool steps alike."""
@@ -272,7 +278,11 @@ class Agent:
                     "or config={'recursion_limit': ...} if the task needs more turns",
                     messages,
                 )
-            reply = await model.achat(messages, system=self.system_prompt, tools=self._specs)
+            try:
+                reply = await model.achat(messages, system=self.system_prompt, tools=self._specs)
+            except Exception as exc:
+                _log_failure(model_log, exc, f"model {model!r} failed (turn {turns + 1})")
+                raise
             turns += 1
             messages.append(reply)
             if emit is not None:
@@ -353,6 +363,7 @@ class Agent:
             else:
                 result = ToolMessage(to_content(out), call_id, name)
         except Exception as exc:  # cancellation is a BaseException and passes through
+            _log_tool_error(exc, name, call_id)
             result = ToolMessage(self._error_text(exc, name), call_id, name, "error")
         if emit is not None:
             emit(AgentEvent("tool", result, call_id, name))
@@ -376,6 +387,27 @@ class Agent:
         else:
             detail = f"tool {name!r} raised {type(exc).__name__}: {exc}"
         return f"Error: {detail}. Please fix your mistakes."
+
+
+def _log_failure(log: logging.Logger, exc: Exception, what: str) -> None:
+    """``what`` and the error at WARNING (one line, no traceback); the traceback at DEBUG."""
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    log.warning("%s: %s", what, detail)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s: traceback", what, exc_info=exc)
+
+
+def _log_tool_error(exc: Exception, name: str, call_id: str) -> None:
+    """The model's own mistakes (unknown tool, bad arguments) at INFO; the tool's at WARNING.
+
+    A mistake of the model is told to the model, which usually corrects it; an exception
+    raised inside a tool (a missing store or context, a bug, a timeout) is the operator's.
+    """
+    what = f"tool {name!r} (call {call_id})"
+    if isinstance(exc, UnknownToolError | ToolArgumentsError):
+        tool_log.info("%s: %s", what, exc)
+    else:
+        _log_failure(tool_log, exc, f"{what} failed")
 
 
 def create_agent(

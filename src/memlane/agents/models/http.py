@@ -7,6 +7,7 @@ made on (``agent.invoke`` runs each call on a fresh loop and closes it afterward
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,9 @@ from memlane.agents.models.base import (
 )
 
 __all__ = ["RETRY_STATUSES", "JsonHttpClient"]
+
+log = logging.getLogger(__name__)
+"""Each retried failure at WARNING (status or transport error, attempt, delay)."""
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
@@ -117,7 +121,9 @@ class JsonHttpClient:
             except httpx.TransportError as exc:  # timeouts included: retried the same way
                 if attempt >= self.max_retries:
                     raise self._transport_error(exc, url, attempt) from exc
-                await anyio.sleep(self._delay(attempt, None))
+                delay = self._delay(attempt, None)
+                self._log_retry(f"{type(exc).__name__}: {exc}", url, attempt, delay, exc)
+                await anyio.sleep(delay)
                 attempt += 1
                 continue
             if response.status_code < 400:
@@ -137,10 +143,22 @@ class JsonHttpClient:
                     )
                 return data
             if response.status_code in RETRY_STATUSES and attempt < self.max_retries:
-                await anyio.sleep(self._delay(attempt, response))
+                delay = self._delay(attempt, response)
+                self._log_retry(f"HTTP {response.status_code}", url, attempt, delay, None)
+                await anyio.sleep(delay)
                 attempt += 1
                 continue
             raise self._error(response, attempt)
+
+    def _log_retry(
+        self, what: str, url: str, attempt: int, delay: float, exc: Exception | None
+    ) -> None:
+        log.warning(
+            "%s: %s from %s; retry %d of %d in %.2fs",
+            self.provider, what, url, attempt + 1, self.max_retries, delay,
+        )
+        if exc is not None and log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: %s: traceback", self.provider, url, exc_info=exc)
 
     def _transport_error(
         self, exc: httpx.TransportError, url: str, attempt: int
