@@ -13,11 +13,11 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import aiosqlite
 import anyio
@@ -67,9 +67,18 @@ class StoreLockedError(RuntimeError):
 class _FileLock:
     """An exclusive ``flock`` beside the database; the OS drops it if the process dies."""
 
+    # (st_dev, st_ino) of the files this process has open: a hard link has another name
+    # (so another lock file) but the same inode.
+    _held: ClassVar[set[tuple[int, int]]] = set()
+    _held_lock: ClassVar[threading.Lock] = threading.Lock()
+
     def __init__(self, db_path: Path) -> None:
-        self.path = db_path.with_name(db_path.name + ".lock")
+        # Named after the resolved path: a symlink to the file meets the same lock.
+        real = Path(os.path.realpath(db_path))
+        self.db_path = db_path
+        self.path = real.with_name(real.name + ".lock")
         self._fd: int | None = None
+        self._inode: tuple[int, int] | None = None
 
     def acquire(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -77,17 +86,45 @@ class _FileLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise StoreLockedError(
-                f"{self.path.with_suffix('')} is already open for writing by another store "
-                f"(lock file {self.path}); one process owns a store file at a time"
-            ) from None
-        self._fd = fd
+            raise self._locked() from None
+        try:
+            stat = os.stat(self.db_path)
+        except FileNotFoundError:
+            inode = None
+        else:
+            inode = (stat.st_dev, stat.st_ino)
+        with self._held_lock:
+            if inode is not None and inode in self._held:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+                raise self._locked()
+            if inode is not None:
+                self._held.add(inode)
+        self._fd, self._inode = fd, inode
+
+    def _locked(self) -> StoreLockedError:
+        return StoreLockedError(
+            f"{self.db_path} is already open for writing by another store (lock file "
+            f"{self.path}); one process owns a store file at a time"
+        )
+
+    def record_inode(self) -> None:
+        """For a file that did not exist at ``acquire``: remember it once created."""
+        if self._fd is None or self._inode is not None:
+            return
+        stat = os.stat(self.db_path)
+        with self._held_lock:
+            self._inode = (stat.st_dev, stat.st_ino)
+            self._held.add(self._inode)
 
     def release(self) -> None:
         if self._fd is not None:
+            with self._held_lock:
+                if self._inode is not None:
+                    self._held.discard(self._inode)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
-            self._fd = None
+            self._fd = self._inode = None
 
 
 class SqliteStore(BaseStore):
@@ -112,7 +149,8 @@ class SqliteStore(BaseStore):
         self._writer = writer
         self._readers = readers
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        # The thread object, not its ident: idents are reused once the loop's thread exits.
+        self._loop_thread = threading.current_thread()
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
         self._on_close: list[Callable[[], Any]] = []
@@ -121,8 +159,16 @@ class SqliteStore(BaseStore):
     # ---- opening -------------------------------------------------------------------------
 
     @classmethod
-    @asynccontextmanager
-    async def open(
+    def open(cls, path: str | os.PathLike[str], **options: Any) -> _Opening:
+        """Open (creating or upgrading) the store at ``path``: see :meth:`_open` for options.
+
+        Either ``async with SqliteStore.open(path) as store:`` (closed on exit) or
+        ``store = await SqliteStore.open(path)`` and later ``await store.aclose()``.
+        """
+        return _Opening(lambda: cls._open(path, **options))
+
+    @classmethod
+    async def _open(
         cls,
         path: str | os.PathLike[str],
         *,
@@ -135,8 +181,8 @@ class SqliteStore(BaseStore):
         max_batch: int = 2_048,
         clock: Callable[[], float] | None = None,
         inline_reads: bool = True,
-    ) -> AsyncIterator[SqliteStore]:
-        """Open (creating or upgrading) the store at ``path``; close it on exit.
+    ) -> SqliteStore:
+        """Open (creating or upgrading) the store at ``path``; ``aclose`` closes it.
 
         ``synchronous="NORMAL"`` (default): a commit survives a crash of the process; a
         power loss may undo the last few commits, never corrupt the file. ``"FULL"`` also
@@ -154,6 +200,7 @@ class SqliteStore(BaseStore):
         index_config = IndexConfig.coerce(index)
         ttl_config = TTLConfig.coerce(ttl)
         indexer = Indexer(index_config) if index_config else None
+        await anyio.to_thread.run_sync(_refuse_foreign, db_path)
         lock = _FileLock(db_path)
         lock.acquire()
         opened: list[aiosqlite.Connection] = []
@@ -161,6 +208,7 @@ class SqliteStore(BaseStore):
             store_clock = Clock(clock)
             writer_conn = await connect(db_path)
             opened.append(writer_conn)
+            lock.record_inode()
 
             def prepare(raw: sqlite3.Connection) -> tuple[int, int]:
                 configure(raw, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
@@ -231,16 +279,14 @@ class SqliteStore(BaseStore):
                         name="memlane-ttl-sweeper",
                     )
                 )
-            try:
-                yield store
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await store.aclose()
-        finally:
+            store._on_close.append(lock.release)
+            return store
+        except BaseException:
             with anyio.CancelScope(shield=True):
                 for conn in opened:
                     await conn.close()
             lock.release()
+            raise
 
     @classmethod
     @contextmanager
@@ -330,13 +376,13 @@ class SqliteStore(BaseStore):
 
     def _sync_batch(self, ops: list[Op], async_name: str) -> list[Result]:
         """Run on the store's loop from another thread; refuse on the loop's own thread."""
-        if threading.get_ident() == self._loop_thread:
+        self._check_open()
+        if threading.current_thread() is self._loop_thread:
             name = async_name.removeprefix("a")
             raise RuntimeError(
                 f"SqliteStore.{name}() was called on the event loop's own thread, where "
                 f"blocking would deadlock; use `await store.{async_name}(...)` instead"
             )
-        self._check_open()
         try:
             future = asyncio.run_coroutine_threadsafe(self.abatch(ops), self._loop)
         except RuntimeError as exc:  # the loop is gone
@@ -382,13 +428,13 @@ class SqliteStore(BaseStore):
 
     def close(self) -> None:
         """Blocking twin of :meth:`aclose`, for another thread than the store's loop."""
-        if threading.get_ident() == self._loop_thread:
+        if self._loop.is_closed():
+            return
+        if threading.current_thread() is self._loop_thread:
             raise RuntimeError(
                 "SqliteStore.close() was called on the event loop's own thread; "
                 "use `await store.aclose()` instead"
             )
-        if self._loop.is_closed():
-            return
         asyncio.run_coroutine_threadsafe(self.aclose(), self._loop).result()
 
     def _check_open(self) -> None:
@@ -413,6 +459,74 @@ class SqliteStore(BaseStore):
     def get_hops(self) -> int:
         """How many reader thread hops gets have cost (a gauge of get coalescing)."""
         return self._readers.get_hops
+
+
+class _Opening:
+    """What ``SqliteStore.open`` returns: awaitable (``store = await ...``) and an async
+    context manager (``async with ... as store``), so either form works."""
+
+    def __init__(self, opener: Callable[[], Awaitable[SqliteStore]]) -> None:
+        self._opener = opener
+        self._store: SqliteStore | None = None
+
+    def __await__(self) -> Generator[Any, None, SqliteStore]:
+        return self._opener().__await__()
+
+    async def __aenter__(self) -> SqliteStore:
+        self._store = await self._opener()
+        return self._store
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._store is not None:
+            with anyio.CancelScope(shield=True):
+                await self._store.aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(
+            f"SqliteStore.open(...) returns an opener, not a store (no {name!r}): use "
+            f"`async with SqliteStore.open(path) as store:` or `store = await "
+            f"SqliteStore.open(path)` (then `await store.aclose()`)"
+        )
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _refuse_foreign(db_path: Path) -> None:
+    """Refuse, touching nothing, a file that is not empty and not a memlane store.
+
+    Opening would otherwise add memlane's tables to someone else's database and switch it
+    to WAL. Read with a read-only, immutable connection: no journal, no lock, no change.
+    """
+    try:
+        with open(db_path, "rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    if not header:
+        return  # an empty file is a new database
+    if header != _SQLITE_HEADER:
+        raise ValueError(
+            f"{db_path} is not a SQLite database (nor empty); memlane opens only its own "
+            f"store files: give the path of a new file or a memlane store"
+        )
+    uri = f"{db_path.resolve().as_uri()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True)
+    try:
+        tables = {
+            row[0]
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+    finally:
+        conn.close()
+    if tables and "memlane_migrations" not in tables:
+        raise ValueError(
+            f"{db_path} is a SQLite database but not a memlane store (it has the tables "
+            f"{sorted(tables)[:5]}); memlane left it untouched: give the path of a new file "
+            f"or a memlane store"
+        )
 
 
 def _aware_micros(moment: datetime) -> int:
