@@ -161,7 +161,9 @@ def encode_value(value: Any) -> bytes:
         raise ValueError(f"value cannot be stored as JSON: {exc}") from None
     if b"null" in encoded:
         _check_json(value, "value")
-    return encoded
+    # orjson's bytes keep its whole output buffer (4 KB for a 50-byte value, 8 KB for 1 KB):
+    # an exact-size copy, since the store keeps these bytes for as long as the item lives.
+    return memoryview(encoded).tobytes()
 
 
 def _resolve_ttl(ttl: float | NotProvided | None, config: TTLConfig | None) -> float | None:
