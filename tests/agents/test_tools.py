@@ -158,3 +158,17 @@ def test_messages_round_trip_through_dicts() -> None:
         coerce_message(42)
     with pytest.raises(ValueError, match="tool_call_id"):
         message_from_dict({"role": "tool", "content": "x"})
+
+
+def test_a_tool_without_a_description_is_refused_naming_the_fix() -> None:
+    """LangChain raises too: a model that sees only a name calls the tool blindly."""
+
+    def lookup(city: str) -> str:
+        return city
+
+    with pytest.raises(ValueError, match=r"'lookup'.*docstring.*description="):
+        tool(lookup)
+    with pytest.raises(ValueError, match="docstring"):
+        tool(description="   ")(lookup)
+    described = tool(description="Look a city up.")(lookup)
+    assert described.description == "Look a city up."

@@ -352,6 +352,27 @@ async def test_search_without_query_is_newest_first_with_no_score(
     assert await store.asearch(("ns",), limit=0) == []
 
 
+async def test_an_empty_query_is_no_query(make_store: StoreFactory) -> None:
+    """As on every LangGraph backend: ``query=""`` is a filter search and embeds nothing
+    (a real embedding API may reject empty input)."""
+    calls: list[list[str]] = []
+
+    def embed(texts: list[str]) -> list[list[float]]:
+        calls.append(list(texts))
+        return keyword_embed(texts)
+
+    store = await make_store(index=IndexConfig(dims=KEYWORD_DIMS, embed=embed, fields=["text"]))
+    for key, text in [("a", "apple"), ("b", "dog"), ("c", "apple pie")]:
+        await store.aput(("ns",), key, {"text": text, "fruit": text != "dog"})
+    calls.clear()
+    found = await store.asearch(("ns",), query="")
+    assert [item.key for item in found] == ["c", "b", "a"]
+    assert all(item.score is None for item in found)
+    filtered = await store.asearch(("ns",), query="", filter={"fruit": True})
+    assert [item.key for item in filtered] == ["c", "a"]
+    assert calls == []
+
+
 # ---- search with a query -----------------------------------------------------------------
 
 async def test_query_ranks_by_cosine_similarity(make_store: StoreFactory) -> None:

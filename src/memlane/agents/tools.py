@@ -205,10 +205,16 @@ class Tool:
                 f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-' "
                 "(what the model APIs accept)"
             )
+        if description is not None and not isinstance(description, str):
+            raise TypeError(f"tool description must be a str, got {description!r}")
         summary, arg_docs = _parse_docstring(inspect.getdoc(func))
-        self.description = description if description is not None else summary
+        self.description = (description if description is not None else summary).strip()
         if not self.description:
-            self.description = self.name
+            raise ValueError(
+                f"tool {self.name!r} ({getattr(func, '__qualname__', func)!r}) has no description: "
+                "the model would see only its name. Give the function a docstring or pass "
+                "@tool(description=...)"
+            )
         self.is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
             getattr(func, "__call__", None)  # noqa: B004 - async callable objects
         )

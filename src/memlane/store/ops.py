@@ -241,7 +241,7 @@ def prepare_op(op: Op, ttl_config: TTLConfig | None = None) -> PreparedOp:
             parse_filter(op.filter),
             op.limit,
             op.offset,
-            op.query,
+            None if op.query == "" else op.query,
             refresh,
         )
     if isinstance(op, ListNamespacesOp):
