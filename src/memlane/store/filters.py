@@ -43,6 +43,8 @@ from typing import Any, Final
 
 import orjson
 
+from memlane.store.types import check_unicode
+
 __all__ = ["Filter", "parse_filter"]
 
 Predicate = Callable[[Any], bool]
@@ -172,6 +174,7 @@ def _parse_logic_list(op: str, condition: Any) -> _Node:
 
 
 def _parse_field_path(key: str) -> tuple[str, ...]:
+    check_unicode(key, "filter key")
     parts = tuple(key.split("."))
     if not all(parts):
         raise ValueError(
@@ -230,10 +233,7 @@ def _json_operand(value: Any, where: str) -> Any:
     """A checked copy of a filter operand: JSON types only, tuples become lists."""
     if value is None or isinstance(value, bool | str):
         if isinstance(value, str):
-            try:
-                orjson.dumps(value)
-            except orjson.JSONEncodeError:
-                raise ValueError(f"{where}: {value!r:.80} is not valid Unicode text") from None
+            check_unicode(value, f"{where}: operand")
         return value
     if isinstance(value, int):
         if not _I64_MIN <= value <= _I64_MAX:
@@ -250,6 +250,7 @@ def _json_operand(value: Any, where: str) -> Any:
         for k, item in value.items():
             if not isinstance(k, str):
                 raise ValueError(f"{where}: dict keys must be strings, got {k!r}")
+            check_unicode(k, f"{where}: operand key")
             _sql_key_segment(k)
             result[k] = _json_operand(item, where)
         return result

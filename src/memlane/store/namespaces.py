@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from memlane.store.types import InvalidNamespaceError, MatchCondition
+from memlane.store.types import InvalidNamespaceError, MatchCondition, check_unicode
 
 __all__ = [
     "list_matching_namespaces",
@@ -56,6 +56,7 @@ def validate_namespace(namespace: Any) -> tuple[str, ...]:
                 f"namespace label {label!r} in {tuple(namespace)!r} contains '.', "
                 f"which is not allowed"
             )
+        check_unicode(label, "namespace label", InvalidNamespaceError)
     if namespace[0] == RESERVED_ROOT:
         raise InvalidNamespaceError(
             f"namespace {tuple(namespace)!r} uses the reserved root label {RESERVED_ROOT!r}"
@@ -74,6 +75,7 @@ def validate_namespace_prefix(prefix: Any) -> tuple[str, ...]:
             raise InvalidNamespaceError(
                 f"namespace_prefix label {label!r} in {tuple(prefix)!r} must be a str"
             )
+        check_unicode(label, "namespace_prefix label", InvalidNamespaceError)
     return tuple(prefix)
 
 
@@ -87,7 +89,7 @@ def validate_key(key: Any) -> str:
         raise ValueError(f"key must be a non-empty str, got {type(key).__name__} {key!r}")
     if not key:
         raise ValueError("key must be a non-empty str, got ''")
-    return key
+    return check_unicode(key, "key")
 
 
 def matches_prefix(namespace: tuple[str, ...], prefix: tuple[str, ...]) -> bool:
@@ -138,6 +140,8 @@ def validate_list_namespaces_args(
             raise ValueError(f"{condition.match_type} must be a tuple of labels, got {path!r}")
         if not all(isinstance(label, str) for label in path):
             raise ValueError(f"{condition.match_type} labels must be strings, got {path!r}")
+        for label in path:
+            check_unicode(label, f"{condition.match_type} label")
         checked.append(MatchCondition(condition.match_type, tuple(path)))
     if max_depth is not None and (
         isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1
@@ -147,12 +151,16 @@ def validate_list_namespaces_args(
     return tuple(checked)
 
 
+_COUNT_MAX = 2**63 - 1
+
+
 def validate_limit_offset(limit: Any, offset: Any) -> None:
-    """``limit`` >= 0 and ``offset`` >= 0, both ints."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ValueError(f"limit must be a non-negative int, got {limit!r}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise ValueError(f"offset must be a non-negative int, got {offset!r}")
+    """``limit`` and ``offset``: ints in ``[0, 2**63)``, SQLite's range, on every store."""
+    for name, count in (("limit", limit), ("offset", offset)):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {count!r}")
+        if count > _COUNT_MAX:
+            raise ValueError(f"{name} must be below 2**63, got {count!r}")
 
 
 def list_matching_namespaces(

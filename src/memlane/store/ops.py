@@ -34,6 +34,7 @@ from memlane.store.types import (
     PutOp,
     SearchOp,
     TTLConfig,
+    check_unicode,
     validate_ttl_minutes,
 )
 
@@ -114,6 +115,9 @@ def _check_json(value: Any, where: str) -> None:
     stack: list[tuple[Any, str]] = [(value, where)]
     while stack:
         node, path = stack.pop()
+        if isinstance(node, str):
+            check_unicode(node, path)
+            continue
         if isinstance(node, _JSON_SCALARS):
             continue
         if isinstance(node, float):
@@ -127,6 +131,7 @@ def _check_json(value: Any, where: str) -> None:
                         f"{path} has a key {child_key!r} of type {type(child_key).__name__}; "
                         f"JSON object keys must be str"
                     )
+                check_unicode(child_key, f"{path} key")
                 stack.append((child, f"{path}[{child_key!r}]"))
             continue
         if isinstance(node, list | tuple):
@@ -235,6 +240,8 @@ def prepare_op(op: Op, ttl_config: TTLConfig | None = None) -> PreparedOp:
         validate_limit_offset(op.limit, op.offset)
         if op.query is not None and not isinstance(op.query, str):
             raise ValueError(f"query must be a str or None, got {op.query!r}")
+        if op.query:
+            check_unicode(op.query, "query")
         refresh = refresh_default if op.refresh_ttl is None else op.refresh_ttl
         return PreparedSearch(
             validate_namespace_prefix(op.namespace_prefix),
@@ -260,6 +267,7 @@ def validate_namespace_lookup(namespace: Any) -> tuple[str, ...]:
     for label in namespace:
         if not isinstance(label, str):
             raise ValueError(f"namespace labels must be strings, got {namespace!r}")
+        check_unicode(label, "namespace label")
     return namespace if type(namespace) is tuple else tuple(namespace)
 
 

@@ -7,6 +7,7 @@ only its imports changed; the semantics are the tighter ones of CONTRACT.md.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -330,7 +331,14 @@ class TTLConfig:
                 f"TTLConfig.refresh_on_read must be a bool, got {self.refresh_on_read!r}"
             )
         if self.sweep_interval_minutes is not None:
-            validate_ttl_minutes(self.sweep_interval_minutes, "TTLConfig.sweep_interval_minutes")
+            interval = validate_ttl_minutes(
+                self.sweep_interval_minutes, "TTLConfig.sweep_interval_minutes"
+            )
+            if interval * 60 > threading.TIMEOUT_MAX:
+                raise ValueError(
+                    f"TTLConfig.sweep_interval_minutes {interval!r} is longer than a timer can "
+                    f"wait ({threading.TIMEOUT_MAX / 60:.0f} minutes); use None to never sweep"
+                )
 
     @classmethod
     def coerce(cls, config: TTLConfig | dict[str, Any] | None) -> TTLConfig | None:
@@ -349,7 +357,29 @@ def validate_ttl_minutes(ttl: object, what: str = "ttl") -> float:
     """Return ``ttl`` as float minutes, or raise naming the bad value."""
     if isinstance(ttl, bool) or not isinstance(ttl, int | float):
         raise ValueError(f"{what} must be a positive number of minutes or None, got {ttl!r}")
-    value = float(ttl)
+    try:
+        value = float(ttl)
+    except OverflowError:
+        raise ValueError(
+            f"{what} {ttl!r:.40} is too large for a float; use None to never expire"
+        ) from None
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{what} must be a positive, finite number of minutes, got {ttl!r}")
     return value
+
+
+def check_unicode(
+    text: str, what: str, error: type[ValueError] = ValueError
+) -> str:
+    """Return ``text``, or refuse a lone surrogate (``"\\ud800"``, what an unpaired JSON escape
+    decodes to): UTF-8 cannot hold one, so it would fail later, inside a writer batch."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise error(
+                f"{what} {text!r:.80} holds a lone surrogate {text[exc.start]!r} at index "
+                f"{exc.start}; text must be valid Unicode (an escape such as \\ud83d needs "
+                f"its low half)"
+            ) from None
+    return text
