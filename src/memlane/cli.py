@@ -258,6 +258,10 @@ def inspect_file(path: Path) -> dict[str, Any]:
             "SELECT COUNT(*), COUNT(expires_at), COALESCE(SUM(expires_at <= ?), 0),"
             " COUNT(DISTINCT namespace) FROM items", (now,)).fetchone()
         schema = conn.execute("SELECT MAX(version) FROM memlane_migrations").fetchone()[0]
+        pending = (
+            conn.execute("SELECT COUNT(*) FROM pending_vectors").fetchone()[0]
+            if "pending_vectors" in tables else 0
+        )
     except sqlite3.DatabaseError as exc:
         raise UsageError(f"{path} is not a memlane file ({exc})") from None
     finally:
@@ -272,7 +276,8 @@ def inspect_file(path: Path) -> dict[str, Any]:
         "file": str(path), "schema_version": schema, "items": items,
         "namespaces": namespaces, "items_with_ttl": expiring, "expired_unswept": expired,
         "index": index, "dims": int(meta["dims"]) if "dims" in meta else None,
-        "distance": meta.get("distance"), "file_bytes": path.stat().st_size,
+        "distance": meta.get("distance"), "items_awaiting_vectors": pending,
+        "file_bytes": path.stat().st_size,
         "wal_bytes": wal.stat().st_size if wal.exists() else 0,
     }
 

@@ -267,7 +267,7 @@ def test_cli_migrate_export_import_round_trip(
     copied, original = item_rows(second), item_rows(first)
     assert [row[:5] for row in copied] == [row[:5] for row in original]
     assert [row[5] for row in copied] == pytest.approx([row[5] for row in original])
-    hashing = {"dims": KEYWORD_DIMS, "embed": HashingEmbeddings(KEYWORD_DIMS)}
+    hashing = {"dims": KEYWORD_DIMS, "embed": HashingEmbeddings(KEYWORD_DIMS), "fields": ["text"]}
     with SqliteStore.open_sync(second, index=hashing) as store:
         hits = store.search(("users",), query="likes jazz music")
         assert hits[0].key == "m1" and hits[0].score is not None  # import re-embedded

@@ -622,7 +622,7 @@ async def test_the_schema_records_its_migrations(tmp_path: Path) -> None:
         pass
     with sqlite3.connect(path) as conn:
         versions = [row[0] for row in conn.execute("SELECT version FROM memlane_migrations")]
-        assert versions == [1]
+        assert versions == [1, 2]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

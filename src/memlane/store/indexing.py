@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +21,7 @@ from memlane.vectors import EmbeddedTexts, Embedder
 __all__ = ["EmbedPlan", "Indexer", "PutVectors"]
 
 Vectors = npt.NDArray[np.float32]
+IndexPaths = Literal[False] | tuple[JsonPath, ...] | None  # a put's ``index``, prepared
 
 
 @dataclass(slots=True)
@@ -62,20 +63,24 @@ class Indexer:
         self.embedder = Embedder(config.embed, config.dims)
         self.default_paths: tuple[JsonPath, ...] = tuple(compile_path(p) for p in config.fields)
 
-    def texts_for(self, put: PreparedPut, value: dict[str, Any]) -> list[str]:
-        """The texts one put embeds: none for ``index=False``, else its paths' texts."""
-        if put.index is False:
+    def texts_for(self, index: IndexPaths, value: dict[str, Any]) -> list[str]:
+        """The texts one value embeds: none for ``index=False``, else its paths' texts."""
+        if index is False:
             return []
-        paths = self.default_paths if put.index is None else put.index
-        return extract_texts(value, paths)
+        return extract_texts(value, self.default_paths if index is None else index)
 
     def plan(self, puts: Sequence[tuple[PreparedPut, dict[str, Any]]]) -> EmbedPlan:
         """Flatten the texts of ``puts`` (deletes contribute none) for one embed call."""
+        return self.plan_values(
+            [(False if put.is_delete else put.index, value) for put, value in puts]
+        )
+
+    def plan_values(self, values: Sequence[tuple[IndexPaths, dict[str, Any]]]) -> EmbedPlan:
+        """Flatten the texts of ``values``, each with its own paths, for one embed call."""
         texts: list[str] = []
         spans: list[tuple[int, int]] = []
-        for put, value in puts:
+        for index, value in values:
             start = len(texts)
-            if not put.is_delete:
-                texts.extend(self.texts_for(put, value))
+            texts.extend(self.texts_for(index, value))
             spans.append((start, len(texts)))
         return EmbedPlan(texts, spans)

@@ -25,7 +25,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -127,7 +127,8 @@ class _VectorJob:
 class InMemoryStore(BaseStore):
     """A store in process memory; see CONTRACT.md section 2 for its rules.
 
-    ``index``: an ``IndexConfig`` (or LangGraph's dict shape) to enable semantic search.
+    ``index``: an ``IndexConfig`` (or LangGraph's dict shape) to enable semantic search;
+    ``index=False`` refuses ``query=`` (as ``SqliteStore`` does on an indexed file).
     ``ttl``: a ``TTLConfig``; with ``sweep_interval_minutes`` a daemon thread deletes expired
     items until :meth:`close`. ``clock``: a ``() -> seconds`` source, for tests.
     """
@@ -135,11 +136,12 @@ class InMemoryStore(BaseStore):
     def __init__(
         self,
         *,
-        index: IndexConfig | dict[str, Any] | None = None,
+        index: IndexConfig | dict[str, Any] | Literal[False] | None = None,
         ttl: TTLConfig | dict[str, Any] | None = None,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self.index_config = IndexConfig.coerce(index)
+        self._queries = index is not False  # index=False: ``query=`` raises, as on SqliteStore
+        self.index_config = None if index is False else IndexConfig.coerce(index)
         self.ttl_config = TTLConfig.coerce(ttl)
         self._indexer = Indexer(self.index_config) if self.index_config else None
         self._vectors = (
@@ -278,7 +280,7 @@ class InMemoryStore(BaseStore):
 
     def _plan(self, ops: Iterable[Op]) -> _Plan:
         self._check_open()
-        prepared = prepare_ops(ops, self.ttl_config)
+        prepared = prepare_ops(ops, self.ttl_config, queries=self._queries)
         last_write: dict[tuple[tuple[str, ...], str], PreparedPut] = {}
         query_rows: dict[int, str] = {}
         for row, op in enumerate(prepared):

@@ -27,6 +27,7 @@ from memlane.store.paths import JsonPath, compile_path
 from memlane.store.types import (
     NOT_PROVIDED,
     GetOp,
+    IndexConfigError,
     ListNamespacesOp,
     MatchCondition,
     NotProvided,
@@ -228,8 +229,20 @@ def prepare_get(
     return PreparedGet(validate_namespace_lookup(namespace), validate_key(key), refresh_ttl)
 
 
-def prepare_op(op: Op, ttl_config: TTLConfig | None = None) -> PreparedOp:
-    """Check one op and return its normalised form; raise naming the bad value."""
+QUERY_NEEDS_INDEX = (
+    "query= needs an index, and this store was opened with index=False; open it with its "
+    "index (IndexConfig) to search by meaning, or search with filters only (query=None)"
+)
+
+
+def prepare_op(
+    op: Op, ttl_config: TTLConfig | None = None, *, queries: bool = True
+) -> PreparedOp:
+    """Check one op and return its normalised form; raise naming the bad value.
+
+    ``queries=False`` (a store opened with ``index=False``) refuses a non-empty ``query``
+    rather than ignore it: the file has an index, and silence would lose its meaning.
+    """
     refresh_default = ttl_config.refresh_on_read if ttl_config is not None else True
     if isinstance(op, PutOp):
         return prepare_put(op.namespace, op.key, op.value, op.index, op.ttl, ttl_config)
@@ -242,6 +255,8 @@ def prepare_op(op: Op, ttl_config: TTLConfig | None = None) -> PreparedOp:
             raise ValueError(f"query must be a str or None, got {op.query!r}")
         if op.query:
             check_unicode(op.query, "query")
+            if not queries:
+                raise IndexConfigError(QUERY_NEEDS_INDEX)
         refresh = refresh_default if op.refresh_ttl is None else op.refresh_ttl
         return PreparedSearch(
             validate_namespace_prefix(op.namespace_prefix),
@@ -271,7 +286,9 @@ def validate_namespace_lookup(namespace: Any) -> tuple[str, ...]:
     return namespace if type(namespace) is tuple else tuple(namespace)
 
 
-def prepare_ops(ops: Any, ttl_config: TTLConfig | None = None) -> list[PreparedOp]:
+def prepare_ops(
+    ops: Any, ttl_config: TTLConfig | None = None, *, queries: bool = True
+) -> list[PreparedOp]:
     """Check a whole batch before any of it runs, so a bad op applies nothing."""
     if isinstance(ops, dict | str | bytes):
         raise TypeError(f"ops must be an iterable of store operations, got {ops!r:.60}")
@@ -279,4 +296,4 @@ def prepare_ops(ops: Any, ttl_config: TTLConfig | None = None) -> list[PreparedO
         items = list(ops)
     except TypeError:
         raise TypeError(f"ops must be an iterable of store operations, got {ops!r:.60}") from None
-    return [prepare_op(op, ttl_config) for op in items]
+    return [prepare_op(op, ttl_config, queries=queries) for op in items]

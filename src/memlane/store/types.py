@@ -19,6 +19,7 @@ __all__ = [
     "GetOp",
     "ImportItem",
     "IndexConfig",
+    "IndexConfigError",
     "InvalidNamespaceError",
     "Item",
     "ListNamespacesOp",
@@ -49,6 +50,11 @@ NOT_PROVIDED = NotProvided.NOT_PROVIDED
 
 class InvalidNamespaceError(ValueError):
     """A namespace is not a non-empty tuple of non-empty, dot-free string labels."""
+
+
+class IndexConfigError(ValueError):
+    """A store's index configuration does not fit the file, or a query needs an index the
+    store was opened without (``index=False``)."""
 
 
 class StoreClosedError(RuntimeError):

@@ -7,9 +7,20 @@ Each migration runs once, in order, inside a transaction, and is recorded in
 from __future__ import annotations
 
 import sqlite3
-from typing import Literal
+from typing import Any, Literal
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "apply_migrations", "check_dims", "configure"]
+import orjson
+
+from memlane.store.types import IndexConfig, IndexConfigError
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "apply_migrations",
+    "check_index",
+    "configure",
+    "recorded_index",
+]
 
 Synchronous = Literal["NORMAL", "FULL"]
 
@@ -37,6 +48,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE TABLE vectors (
             item_id INTEGER PRIMARY KEY,           -- items.id; a rowid table: fast appends
             embedding BLOB NOT NULL                -- the item's k vectors, k x dims float32
+        );
+        """,
+    ),
+    (
+        2,
+        "items written while the store was open with index=False",
+        """
+        CREATE TABLE pending_vectors (
+            item_id INTEGER PRIMARY KEY,           -- items.id, embedded at the next indexed open
+            fields TEXT                            -- the put's own paths (JSON); NULL: the store's
         );
         """,
     ),
@@ -101,19 +122,67 @@ def apply_migrations(conn: sqlite3.Connection, now_micros: int) -> int:
     return current
 
 
-def check_dims(conn: sqlite3.Connection, dims: int | None) -> None:
-    """Refuse to mix vector sizes in one file: record the dims on first use, check them after."""
-    row = conn.execute("SELECT value FROM memlane_meta WHERE name = 'dims'").fetchone()
-    if row is None:
-        if dims is not None:
-            conn.execute("INSERT INTO memlane_meta (name, value) VALUES ('dims', ?)", (str(dims),))
+def check_index(
+    conn: sqlite3.Connection, config: IndexConfig | None, *, disabled: bool, path: str
+) -> None:
+    """Record the index's dims and fields on first use; refuse an open that would lose meaning.
+
+    A file written with an index keeps vectors: opening it with other dims or fields would mix
+    meanings, and opening it without an index would ignore ``query=`` and leave new items
+    without vectors. ``disabled`` (``index=False``) opens it anyway, deliberately. The first
+    open with an index marks the items already there for embedding (``pending.py``).
+    """
+    recorded = recorded_index(conn)
+    if config is None:
+        if recorded is not None and not disabled:
+            raise IndexConfigError(
+                f"{path} was written with an index ({_describe(recorded)}): without one, "
+                f"query= would be ignored and new items would get no vectors. Open it with "
+                f"index=IndexConfig({_describe(recorded)}, embed=<the same model>), or with "
+                f"index=False to use it without semantic search (query= then raises, and "
+                f"what is written is embedded at the next open with the index)"
+            )
         return
-    stored = int(row[0])
-    if dims is not None and stored != dims:
-        raise ValueError(
-            f"this database holds {stored}-dimensional vectors but the index config says "
-            f"dims={dims}; open it with dims={stored} or use a new file"
-        )
+    wanted = {"dims": config.dims, "fields": list(config.fields)}
+    if recorded is not None:
+        if recorded["dims"] != config.dims:
+            raise IndexConfigError(
+                f"{path} holds {recorded['dims']}-dimensional vectors but the index config "
+                f"says dims={config.dims}; open it with dims={recorded['dims']} or use a new file"
+            )
+        if recorded.get("fields", wanted["fields"]) != wanted["fields"]:
+            raise IndexConfigError(
+                f"{path} was indexed with fields={recorded['fields']!r}, not "
+                f"{wanted['fields']!r}: its vectors would mix two meanings. Open it with "
+                f"fields={recorded['fields']!r}, or export it and import into a new file "
+                f"with the new fields (memlane export / memlane import)"
+            )
+        if recorded == wanted:
+            return
+    else:  # the first open with an index: items written before it get vectors too
+        conn.execute("INSERT OR IGNORE INTO pending_vectors (item_id) SELECT id FROM items")
+    conn.execute(
+        "INSERT OR REPLACE INTO memlane_meta (name, value) VALUES ('dims', ?), ('index', ?)",
+        (str(config.dims), orjson.dumps(wanted).decode()),
+    )
+
+
+def recorded_index(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    """The index the file was written with (``dims``, and ``fields`` since schema 2)."""
+    rows = dict(
+        conn.execute("SELECT name, value FROM memlane_meta WHERE name IN ('dims', 'index')")
+    )
+    if "index" in rows:
+        recorded: dict[str, Any] = orjson.loads(rows["index"])
+        return recorded
+    if "dims" in rows:
+        return {"dims": int(rows["dims"])}
+    return None
+
+
+def _describe(recorded: dict[str, Any]) -> str:
+    text = f"dims={recorded['dims']}"
+    return f"{text}, fields={recorded['fields']!r}" if "fields" in recorded else text
 
 
 def _statements(script: str) -> list[str]:

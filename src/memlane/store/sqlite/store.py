@@ -36,8 +36,15 @@ from memlane.store.ops import (
 )
 from memlane.store.sqlite.connection import connect, run_on_connection_thread
 from memlane.store.sqlite.inline import InlineReader
+from memlane.store.sqlite.pending import embed_pending
 from memlane.store.sqlite.reader import Readers
-from memlane.store.sqlite.schema import Synchronous, apply_migrations, check_dims, configure
+from memlane.store.sqlite.schema import (
+    Synchronous,
+    apply_migrations,
+    check_index,
+    configure,
+    recorded_index,
+)
 from memlane.store.sqlite.scopes import ScopeMap
 from memlane.store.sqlite.stored_vectors import load_vectors
 from memlane.store.sqlite.writer import Writer
@@ -146,6 +153,7 @@ class SqliteStore(BaseStore):
         self.index_config = index_config
         self.ttl_config = ttl_config
         self._indexer = indexer
+        self._queries = True  # False when opened with index=False: ``query=`` raises
         self._writer = writer
         self._readers = readers
         self._loop = asyncio.get_running_loop()
@@ -172,7 +180,7 @@ class SqliteStore(BaseStore):
         cls,
         path: str | os.PathLike[str],
         *,
-        index: IndexConfig | dict[str, Any] | None = None,
+        index: IndexConfig | dict[str, Any] | Literal[False] | None = None,
         ttl: TTLConfig | dict[str, Any] | None = None,
         synchronous: Synchronous = "NORMAL",
         readers: int = 2,
@@ -191,13 +199,19 @@ class SqliteStore(BaseStore):
         ``inline_reads`` (default on): small reads (a get, one namespace) run on the loop's
         thread within a bounded number of SQLite steps instead of hopping to a reader
         thread; larger ones still go to the ``readers`` pool (see ``sqlite/inline.py``).
+
+        ``index``: the file records the dims and fields it was indexed with; another config,
+        or none, raises ``IndexConfigError``. ``index=False`` opens an indexed file without
+        its embedder: ``query=`` raises, and what is written is embedded at the next open
+        with the index (before that open returns).
         """
         db_path = _check_path(path)
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         if isinstance(readers, bool) or not isinstance(readers, int) or readers < 1:
             raise ValueError(f"readers must be a positive int, got {readers!r}")
-        index_config = IndexConfig.coerce(index)
+        index_disabled = index is False
+        index_config = None if index is False else IndexConfig.coerce(index)
         ttl_config = TTLConfig.coerce(ttl)
         indexer = Indexer(index_config) if index_config else None
         await anyio.to_thread.run_sync(_refuse_foreign, db_path)
@@ -210,17 +224,23 @@ class SqliteStore(BaseStore):
             opened.append(writer_conn)
             lock.record_inode()
 
-            def prepare(raw: sqlite3.Connection) -> tuple[int, int]:
+            def prepare(raw: sqlite3.Connection) -> tuple[int, int, bool, bool]:
                 configure(raw, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
                 apply_migrations(raw, store_clock.next_stamp())
-                check_dims(raw, index_config.dims if index_config else None)
+                check_index(raw, index_config, disabled=index_disabled, path=str(db_path))
+                defer = index_disabled and recorded_index(raw) is not None
+                (pending,) = raw.execute("SELECT EXISTS(SELECT 1 FROM pending_vectors)").fetchone()
                 newest, top_id = raw.execute(
                     "SELECT MAX(updated_at), MAX(id) FROM items"
                 ).fetchone()
-                return int(newest or 0), int(top_id or 0)
+                return int(newest or 0), int(top_id or 0), defer, bool(pending)
 
-            newest_stamp, top_id = await run_on_connection_thread(writer_conn, prepare)
+            newest_stamp, top_id, defer, pending = await run_on_connection_thread(
+                writer_conn, prepare
+            )
             store_clock.observe(newest_stamp)
+            if indexer is not None and pending:
+                await embed_pending(writer_conn, indexer)
             reader_conns = []
             for _ in range(readers):
                 conn = await connect(db_path, read_only=True)
@@ -247,6 +267,7 @@ class SqliteStore(BaseStore):
                 max_batch=max_batch,
                 first_id=top_id + 1,
                 inline_max=32 if synchronous == "NORMAL" else 0,  # FULL fsyncs: use the thread
+                defer_embedding=defer,
             )
             inline = InlineReader(db_path) if inline_reads else None
             reader_pool = Readers(
@@ -266,6 +287,7 @@ class SqliteStore(BaseStore):
                 readers=reader_pool,
                 clock=store_clock,
             )
+            store._queries = not index_disabled
             store._on_close.extend(conn.close for conn in opened)
             if inline is not None:
                 store._on_close.append(inline.close)
@@ -302,7 +324,7 @@ class SqliteStore(BaseStore):
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         self._check_async()
-        prepared = prepare_ops(ops, self.ttl_config)
+        prepared = prepare_ops(ops, self.ttl_config, queries=self._queries)
         results: list[Result] = [None] * len(prepared)
         puts: list[PreparedPut] = []
         for row, op in enumerate(prepared):

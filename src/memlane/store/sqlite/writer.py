@@ -37,6 +37,7 @@ from memlane.store.settle import settle_fairly
 from memlane.store.sqlite.codec import encode_namespace
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.mailbox import Mailbox, MailboxClosed
+from memlane.store.sqlite.pending import encode_fields, vector_blob
 from memlane.store.sqlite.scopes import ScopeMap
 from memlane.store.sqlite.stored_vectors import reload_items
 from memlane.store.timestamps import Clock
@@ -158,6 +159,8 @@ _DELETE = "DELETE FROM items WHERE namespace = ? AND key = ?"
 _DELETE_VECTORS = "DELETE FROM vectors WHERE item_id = ?"
 _ITEM_ID = "SELECT id FROM items WHERE namespace = ? AND key = ?"
 _INSERT_VECTORS = "INSERT INTO vectors (item_id, embedding) VALUES (?, ?)"
+_MARK = "INSERT OR REPLACE INTO pending_vectors (item_id, fields) VALUES (?, ?)"
+_UNMARK = "DELETE FROM pending_vectors WHERE item_id = ?"
 _TOUCH = (
     "UPDATE items SET expires_at = MAX(expires_at, ? + ttl_minutes * 60)"
     " WHERE id = ? AND ttl_minutes IS NOT NULL"
@@ -199,8 +202,12 @@ class Writer:
         first_id: int = 1,
         inline_max: int = 32,
         checkpoint_bytes: int = 32 * 2**20,
+        defer_embedding: bool = False,
     ) -> None:
         self._conn = conn
+        # index=False on an indexed file: rows keep their vector bookkeeping (stale vectors
+        # go, ids are kept) and each written item is marked for embedding (``pending.py``).
+        self._defer_embedding = defer_embedding
         self._raw: sqlite3.Connection = conn._conn  # for inline commits of small batches
         # Vector blobs make rows ~1.5 KB each: a smaller batch still commits in microseconds.
         self._inline_max = inline_max if indexer is None else inline_max // 4
@@ -389,7 +396,8 @@ class Writer:
         sweep: bool,
         now: float,
     ) -> _Changes:
-        indexed = self._indexer is not None
+        indexed = self._indexer is not None or self._defer_embedding
+        mark = self._defer_embedding
         ids = range(self._next_id, self._next_id + len(entries))
         self._next_id = ids.stop
 
@@ -397,7 +405,7 @@ class Writer:
             raw.execute("BEGIN IMMEDIATE")
             try:
                 changes = _Changes()
-                _write_entries(raw, entries, stamps, now, indexed, changes, ids)
+                _write_entries(raw, entries, stamps, now, indexed, changes, ids, mark)
                 if touches:
                     raw.executemany(_TOUCH, touches)
                 if sweep:
@@ -590,6 +598,7 @@ def _write_entries(
     indexed: bool,
     changes: _Changes,
     ids: range,
+    mark: bool = False,
 ) -> None:
     """Upserts and deletes for one transaction, a few statements for the whole batch.
 
@@ -652,11 +661,13 @@ def _write_entries(
     for entry, item_id in zip(put_entries, put_ids, strict=True):
         vectors = entry.vectors
         if vectors is not None and len(vectors):
-            vector_rows.append((item_id, vectors.astype("<f4", copy=False).tobytes()))
+            vector_rows.append((item_id, vector_blob(vectors)))
             changes.upserted.append((item_id, vectors))
         else:
             changes.removed.append(item_id)
     raw.executemany(_INSERT_VECTORS, vector_rows)
+    if mark:
+        _mark_pending(raw, put_entries, put_ids, deleted_ids)
     changes.removed.extend(item_id for item_id in deleted_ids if item_id is not None)
     changes.joined.extend((row[0], item_id) for row, item_id in zip(rows, put_ids, strict=True))
     changes.expiries.extend(row[5] for row in rows if row[5] is not None)
@@ -665,6 +676,25 @@ def _write_entries(
         for (namespace, _), item_id in zip(deletes, deleted_ids, strict=True)
         if item_id is not None
     )
+
+
+def _mark_pending(
+    raw: sqlite3.Connection,
+    put_entries: list[_Entry],
+    put_ids: list[int],
+    deleted_ids: list[int | None],
+) -> None:
+    """Mark what an ``index=False`` store wrote, for the next open with the index; a
+    delete or an ``index=False`` put leaves nothing to embed."""
+    marks: list[tuple[int, str | None]] = []
+    unmarks = [(item_id,) for item_id in deleted_ids if item_id is not None]
+    for entry, item_id in zip(put_entries, put_ids, strict=True):
+        if entry.put.index is False:
+            unmarks.append((item_id,))
+        else:
+            marks.append((item_id, encode_fields(entry.put.index)))
+    raw.executemany(_UNMARK, unmarks)
+    raw.executemany(_MARK, marks)
 
 
 def _item_id(raw: sqlite3.Connection, key: tuple[str, str]) -> int | None:
