@@ -21,12 +21,13 @@ from memlane.store.types import (
     StoreClosedError,
     TTLConfig,
 )
-from memlane.vectors import EmbeddingError, HashingEmbeddings
+from memlane.vectors import EmbeddingError, EmbeddingTimeoutError, HashingEmbeddings
 
 __all__ = [
     "NOT_PROVIDED",
     "BaseStore",
     "EmbeddingError",
+    "EmbeddingTimeoutError",
     "GetOp",
     "HashingEmbeddings",
     "ImportItem",

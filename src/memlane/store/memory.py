@@ -54,7 +54,7 @@ from memlane.store.types import (
     StoreClosedError,
     TTLConfig,
 )
-from memlane.vectors import EmbeddingError, SearchCoalescer, VectorIndex
+from memlane.vectors import EmbeddingError, EmbeddingTimeoutError, SearchCoalescer, VectorIndex
 
 __all__ = ["InMemoryStore"]
 
@@ -255,7 +255,10 @@ class InMemoryStore(BaseStore):
         errors: list[BaseException | None] = [None] * len(plans)
         outcomes: list[list[PutVectors]] = [[] for _ in plans]
         if self._indexer is not None:
-            for n, found in enumerate(await call_isolating(plans, self._aembed_plans)):
+            embedded = await call_isolating(
+                plans, self._aembed_plans, unsplittable=(EmbeddingTimeoutError,)
+            )
+            for n, found in enumerate(embedded):
                 if isinstance(found, Exception):
                     errors[n] = found
                 else:

@@ -260,13 +260,16 @@ class IndexConfig:
     ``embed_documents``/``embed_query`` (or their ``aembed_*`` twins), or
     ``HashingEmbeddings(dims)``. ``fields``: JSON paths whose text is embedded, one vector per
     extracted text; ``["$"]`` (the default) embeds the whole value as JSON. ``ann``: optional
-    approximate-index settings; exact search is the default.
+    approximate-index settings; exact search is the default. ``embed_timeout``: seconds one
+    async embed call may take before its callers fail with ``EmbeddingTimeoutError``
+    (``None``: no limit).
     """
 
     dims: int
     embed: Any
     fields: tuple[str, ...] = ("$",)
     ann: dict[str, Any] | None = None
+    embed_timeout: float | None = 60.0
 
     def __post_init__(self) -> None:
         if isinstance(self.dims, bool) or not isinstance(self.dims, int) or self.dims <= 0:
@@ -286,6 +289,15 @@ class IndexConfig:
             if not isinstance(path, str) or not path:
                 raise ValueError(f"IndexConfig.fields holds an invalid path {path!r}")
         object.__setattr__(self, "fields", tuple(fields))
+        if self.embed_timeout is not None:
+            timeout = self.embed_timeout
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
+                0 < timeout < math.inf
+            ):
+                raise ValueError(
+                    f"IndexConfig.embed_timeout must be a positive number of seconds or None, "
+                    f"got {timeout!r}"
+                )
         if self.ann is not None:
             if not isinstance(self.ann, dict):
                 raise ValueError(f"IndexConfig.ann must be a dict or None, got {self.ann!r}")
@@ -302,7 +314,7 @@ class IndexConfig:
             raise TypeError(
                 f"index must be an IndexConfig or a dict with 'dims' and 'embed', got {config!r}"
             )
-        unknown = set(config) - {"dims", "embed", "fields", "ann"}
+        unknown = set(config) - {"dims", "embed", "fields", "ann", "embed_timeout"}
         if unknown:
             raise ValueError(f"index config has unknown keys {sorted(unknown)}")
         if "dims" not in config or "embed" not in config:
@@ -312,6 +324,7 @@ class IndexConfig:
             embed=config["embed"],
             fields=config.get("fields") or ("$",),
             ann=config.get("ann"),
+            embed_timeout=config.get("embed_timeout", 60.0),
         )
 
 

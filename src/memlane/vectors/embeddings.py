@@ -20,13 +20,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
 
 from memlane.vectors.offload import QuickCallGate
 
-__all__ = ["EmbeddedTexts", "Embedder", "EmbeddingError", "HashingEmbeddings"]
+__all__ = [
+    "EmbeddedTexts",
+    "Embedder",
+    "EmbeddingError",
+    "EmbeddingTimeoutError",
+    "HashingEmbeddings",
+]
 
 T = TypeVar("T")
 F32 = npt.NDArray[np.float32]
@@ -43,6 +50,11 @@ _INLINE_MAX_TEXTS = 8
 
 class EmbeddingError(ValueError):
     """The embedding function returned something that is not a usable embedding."""
+
+
+class EmbeddingTimeoutError(EmbeddingError):
+    """An async embed call did not return within ``IndexConfig.embed_timeout``: the provider
+    may be down or hung. Its writes were not applied; nothing is retried for it."""
 
 
 @dataclass
@@ -199,10 +211,11 @@ class Embedder:
     ``HashingEmbeddings`` runs inline for small inputs.
     """
 
-    def __init__(self, embed: Any, dims: int) -> None:
+    def __init__(self, embed: Any, dims: int, *, timeout: float | None = None) -> None:
         if isinstance(dims, bool) or not isinstance(dims, int) or dims <= 0:
             raise ValueError(f"dims must be a positive int, got {dims!r}")
         self.dims = dims
+        self.timeout = timeout  # for the async calls; a blocking call cannot be abandoned
         self._embed = embed
         self._hashing = embed if isinstance(embed, HashingEmbeddings) else None
         if self._hashing is not None and self._hashing.dims != dims:
@@ -255,8 +268,9 @@ class Embedder:
         return _to_matrix(raw, len(texts), self.dims)
 
     async def aembed_texts(self, texts: Sequence[str]) -> EmbeddedTexts:
-        """Embed a batch without blocking the event loop."""
-        return await self._aembed(list(texts), self._docs_gate)
+        """Embed a batch without blocking the event loop, within ``timeout``."""
+        texts = list(texts)
+        return await self._within_timeout(self._aembed(texts, self._docs_gate), len(texts))
 
     async def _aembed(self, texts: list[str], gate: QuickCallGate) -> EmbeddedTexts:
         if not texts:
@@ -285,7 +299,24 @@ class Embedder:
         return self._query_row(self.embed_texts([text]))
 
     async def aembed_query(self, text: str) -> F32:
-        """Embed one query without blocking the event loop."""
+        """Embed one query without blocking the event loop, within ``timeout``."""
+        return await self._within_timeout(self._aembed_query(text), 1)
+
+    async def _within_timeout(self, call: Awaitable[T], count: int) -> T:
+        """Await ``call``; past ``timeout`` abandon it (a worker thread running a sync
+        function is left to finish on its own) and raise ``EmbeddingTimeoutError``."""
+        if self.timeout is None:
+            return await call
+        with anyio.move_on_after(self.timeout) as scope:
+            return await call
+        if scope.cancelled_caught:
+            raise EmbeddingTimeoutError(
+                f"embedding {count} text(s) did not finish within {self.timeout:g} s "
+                f"(IndexConfig.embed_timeout); the embedding provider may be down or hung"
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _aembed_query(self, text: str) -> F32:
         if self._hashing is not None:
             return _first_row(await self._ahashing([text]))
         if self._aquery is not None:
@@ -303,7 +334,9 @@ class Embedder:
         assert self._hashing is not None
         if sum(map(len, texts)) <= _INLINE_HASHING_CHARS:
             return self._hashing.embed_array(texts)
-        return await anyio.to_thread.run_sync(self._hashing.embed_array, texts)
+        return await anyio.to_thread.run_sync(
+            self._hashing.embed_array, texts, abandon_on_cancel=True
+        )
 
     def _call_fn_blocking(self, texts: list[str]) -> Any:
         fn = self._fn

@@ -73,7 +73,7 @@ class QuickCallGate:
     async def run(self, fn: Callable[[T], object], arg: T, *, small: bool = True) -> object:
         """``fn(arg)``, inline or in a thread; exceptions propagate unchanged."""
         if not small:
-            return await anyio.to_thread.run_sync(fn, arg)
+            return await anyio.to_thread.run_sync(fn, arg, abandon_on_cancel=True)
         if self.inline:
             started = time.perf_counter()
             try:
@@ -81,7 +81,7 @@ class QuickCallGate:
             finally:
                 if time.perf_counter() - started > self.slow_s:
                     self._demote()
-        result, wall, cpu = await anyio.to_thread.run_sync(_timed, fn, arg)
+        result, wall, cpu = await anyio.to_thread.run_sync(_timed, fn, arg, abandon_on_cancel=True)
         self._observe(wall, cpu)
         return result
 

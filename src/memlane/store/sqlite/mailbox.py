@@ -68,17 +68,25 @@ class Mailbox(Generic[T]):
 
     async def get_batch(self, max_items: int) -> list[T]:
         """Wait for an item, then take up to ``max_items``; ``[]`` once closed and empty."""
-        while not self._items:
-            if self._closed:
-                return []
-            self._getter = asyncio.get_running_loop().create_future()
+        await self.wait()
+        return self.take(max_items)
+
+    async def wait(self) -> None:
+        """Return once an item is queued or the mailbox is closed."""
+        while not self._items and not self._closed:
+            getter = self._getter = asyncio.get_running_loop().create_future()
             try:
-                await self._getter
+                await getter
             finally:
-                self._getter = None
-        count = min(max_items, len(self._items))
+                if self._getter is getter:  # a cancelled wait must not drop a newer one
+                    self._getter = None
+
+    def take(self, max_items: int) -> list[T]:
+        """Take up to ``max_items`` of what is queued, without waiting."""
+        count = max(0, min(max_items, len(self._items)))
         batch = [self._items.popleft() for _ in range(count)]
-        self._wake_putters()
+        if count:
+            self._wake_putters()
         return batch
 
     def close(self) -> None:

@@ -64,6 +64,10 @@ from memlane.vectors import VectorIndex
 
 __all__ = ["SqliteStore", "StoreLockedError"]
 
+# How long ``aclose`` waits for queued writes by default: a few embed calls' worth, so that
+# leaving ``async with`` never hangs on a provider that stopped answering.
+CLOSE_TIMEOUT_S = 120.0
+
 log = logging.getLogger(__name__)
 
 
@@ -429,12 +433,25 @@ class SqliteStore(BaseStore):
 
     # ---- closing -------------------------------------------------------------------------
 
-    async def aclose(self) -> None:
-        """Stop taking work, commit everything queued, stop the writer, close connections."""
+    async def aclose(self, timeout: float | None = CLOSE_TIMEOUT_S) -> None:
+        """Stop taking work, commit everything queued, stop the writer, close connections.
+
+        Past ``timeout`` seconds (``None``: no limit) the writes still queued or being
+        embedded are given up: their callers get ``StoreClosedError``; a commit under way
+        finishes first. Nothing acknowledged is lost either way.
+        """
         if self._closing is None:
             self._closed = True
             self._closing = asyncio.ensure_future(self._shut_down())
-        await asyncio.shield(self._closing)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._closing), timeout)
+        except TimeoutError:
+            log.warning(
+                "memlane: closing %s took over %s s; the writes still queued fail with "
+                "StoreClosedError", self.path, timeout,
+            )
+            self._tasks[0].cancel()  # the writer: see Writer.run's clean-up
+            await asyncio.shield(self._closing)
 
     async def _shut_down(self) -> None:
         self._writer.mailbox.close()

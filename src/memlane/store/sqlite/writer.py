@@ -42,7 +42,7 @@ from memlane.store.sqlite.scopes import ScopeMap
 from memlane.store.sqlite.stored_vectors import reload_items
 from memlane.store.timestamps import Clock
 from memlane.store.types import StoreClosedError
-from memlane.vectors import EmbeddingError, VectorIndex
+from memlane.vectors import EmbeddingError, EmbeddingTimeoutError, VectorIndex
 
 __all__ = ["SweepRequest", "TouchRequest", "WriteRequest", "Writer", "WriterError"]
 
@@ -92,6 +92,20 @@ class SweepRequest:
 
 
 Request = WriteRequest | TouchRequest | SweepRequest
+
+# An embed call still running after this long lets queued writes that need no embedding
+# (deletes, ``index=False`` puts) commit beside it: a slow or hung provider holds up only
+# the writes that need it.
+EXPRESS_AFTER_S = 0.2
+
+
+def _keys(requests: list[Request]) -> set[tuple[tuple[str, ...], str]]:
+    return {
+        (put.namespace, put.key)
+        for request in requests
+        if isinstance(request, WriteRequest)
+        for put in request.puts
+    }
 
 
 @dataclass(slots=True)
@@ -223,6 +237,11 @@ class Writer:
         self._clock = clock
         self._max_batch = max_batch
         self.mailbox: Mailbox[Request] = Mailbox(capacity)
+        # Taken from the mailbox while an embed call ran, for the next batch (``_express``).
+        self._held: list[Request] = []
+        # Taken from the mailbox and not yet handed to a commit: failed if the writer stops.
+        self._unsettled: list[Request] = []
+        self._finishing: asyncio.Future[None] | None = None  # the commit under way
         self.stopped = asyncio.Event()
         self.batches = 0  # how many batches were committed (for tests and stats)
 
@@ -265,31 +284,47 @@ class Writer:
         (commits, and so acknowledgements, stay in order). Without one there is nothing to
         overlap, and waiting lets the next batch grow instead.
         """
-        finishing: asyncio.Task[None] | None = None
         try:
-            while batch := await self.mailbox.get_batch(self._max_batch):
+            while batch := await self._next_batch():
+                self._unsettled = list(batch)
                 prepared = await self._guarded(batch, self._prepare(batch))
-                if finishing is not None:
-                    await finishing
-                    finishing = None
+                if self._finishing is not None:
+                    await self._finishing
+                    self._finishing = None
                 if prepared is not None:
-                    finishing = asyncio.ensure_future(self._guarded(batch, self._finish(prepared)))
+                    self._finishing = asyncio.ensure_future(
+                        self._guarded(batch, self._finish(prepared))
+                    )
+                self._unsettled = []
                 del batch, prepared  # an idle writer keeps no batch (values, vectors) alive
-                if finishing is not None and not self.pipelined:
-                    await finishing
-                    finishing = None
-            if finishing is not None:
-                await finishing
+                if self._finishing is not None and not self.pipelined:
+                    await self._finishing
+                    self._finishing = None
+            if self._finishing is not None:
+                await self._finishing
         finally:
+            if self._finishing is not None and not self._finishing.done():
+                # Cancelled (a close past its deadline): a commit under way may still
+                # succeed on the connection's thread, so its callers hear its own outcome.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(self._finishing)
             self.mailbox.close()
-            leftover = []
+            leftover = [*self._unsettled, *self._held]
+            self._unsettled, self._held = [], []
             while len(self.mailbox):
-                leftover.extend(await self.mailbox.get_batch(len(self.mailbox)))
+                leftover.extend(self.mailbox.take(len(self.mailbox)))
             self._fail(
                 leftover,
                 StoreClosedError("the store's writer stopped before this write was committed"),
             )
             self.stopped.set()
+
+    async def _next_batch(self) -> list[Request]:
+        """What was held back during the last embed call first, then the mailbox."""
+        if not self._held:
+            return await self.mailbox.get_batch(self._max_batch)
+        held, self._held = self._held, []
+        return held + self.mailbox.take(self._max_batch - len(held))
 
     async def _guarded(self, batch: list[Request], step: Awaitable[T]) -> T | None:
         """Run one step of a batch; an unexpected error fails that batch's callers only."""
@@ -315,7 +350,7 @@ class Writer:
         entries = [_Entry(n, put) for n, request in enumerate(writes) for put in request.puts]
         failed: dict[int, BaseException] = {}
         if self._indexer is not None:
-            survivors = await self._embed(entries, failed)
+            survivors = await self._express(self._embed(entries, failed), batch)
         else:
             survivors = _coalesce(entries, failed)
         stamps = [self._clock.next_stamp() for _ in survivors]
@@ -349,6 +384,64 @@ class Writer:
 
     # ---- embedding -----------------------------------------------------------------------
 
+    async def _express(self, embedding: Awaitable[T], batch: list[Request]) -> T:
+        """Await ``embedding``; while it is slow, commit queued writes that need none of it.
+
+        Such a write goes ahead only if no request of this batch, and none held back for
+        the next one, touches its keys: the order of writes to one key is kept. The rest
+        (puts to embed, touches, sweeps) is held for the next batch, up to ``max_batch``.
+        """
+        task = asyncio.ensure_future(embedding)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=EXPRESS_AFTER_S)
+            busy = _keys(batch)
+            while not done and not self.mailbox.closed and len(self._held) < self._max_batch:
+                arrival = asyncio.ensure_future(self.mailbox.wait())
+                waiting: set[asyncio.Future[Any]] = {task, arrival}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                arrival.cancel()  # its clean-up leaves a newer wait alone (Mailbox.wait)
+                if task.done():
+                    break
+                express: list[Request] = []
+                for request in self.mailbox.take(self._max_batch - len(self._held)):
+                    keys = _keys([request])
+                    if (
+                        isinstance(request, WriteRequest)
+                        and not keys & busy
+                        and not self._needs_embedding(request)
+                    ):
+                        express.append(request)
+                    else:
+                        self._held.append(request)
+                        busy |= keys
+                if express:
+                    await self._commit_express(express)
+            return await task
+        finally:
+            task.cancel()  # a no-op once done; else (the writer stopping) abandon the call
+
+    def _needs_embedding(self, request: WriteRequest) -> bool:
+        assert self._indexer is not None
+        return any(
+            not put.is_delete and self._indexer.texts_for(put.index, put.value())
+            for put in request.puts
+        )
+
+    async def _commit_express(self, express: list[Request]) -> None:
+        """Commit writes that need no embedding, after the commit under way (if any)."""
+        writes = [r for r in express if isinstance(r, WriteRequest)]
+        entries = [_Entry(n, put) for n, request in enumerate(writes) for put in request.puts]
+        failed: dict[int, BaseException] = {}
+        survivors = _coalesce(entries, failed)
+        stamps = [self._clock.next_stamp() for _ in survivors]
+        prepared = _Prepared(writes, [], [], entries, survivors, failed, stamps)
+        self._unsettled.extend(express)
+        if self._finishing is not None:
+            await asyncio.shield(self._finishing)
+        self._finishing = asyncio.ensure_future(self._guarded(express, self._finish(prepared)))
+        del self._unsettled[len(self._unsettled) - len(express) :]
+        await asyncio.shield(self._finishing)
+
     async def _embed(self, entries: list[_Entry], failed: dict[int, BaseException]) -> list[_Entry]:
         """Embed the surviving puts in one call; isolate failures to their requests."""
         while True:
@@ -361,7 +454,9 @@ class Writer:
                 by_request.setdefault(entry.request, []).append(entry)
             groups = list(by_request.values())
             for group, outcome in zip(
-                groups, await call_isolating(groups, self._embed_groups), strict=True
+                groups, await call_isolating(
+                    groups, self._embed_groups, unsplittable=(EmbeddingTimeoutError,)
+                ), strict=True
             ):
                 if isinstance(outcome, Exception):
                     failed[group[0].request] = outcome
