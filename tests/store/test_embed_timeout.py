@@ -105,7 +105,7 @@ async def test_close_has_a_deadline_with_a_hung_embed_call(tmp_path: Path) -> No
         tasks.start_soon(put)
         with anyio.fail_after(10):
             await embed.started.wait()
-            await store.aclose(timeout=0.2)
+            await store.aclose(give_up_after=0.2)
     assert len(outcome) == 1 and isinstance(outcome[0], StoreClosedError)
     async with SqliteStore.open(tmp_path / "s.db", index=index_with(HungEmbedder(), 5)) as again:
         assert await again.aget(("ns",), "kept") is not None

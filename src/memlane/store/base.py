@@ -173,9 +173,9 @@ class BaseStore(ABC):
     async def asweep_expired(self) -> int:
         """Delete expired items now (they are never returned anyway); return how many."""
 
-    async def aclose(self, timeout: float | None = None) -> None:
-        """Release resources; later calls raise ``StoreClosedError``. ``timeout`` bounds the
-        wait for queued writes where a store has any (SqliteStore)."""
+    async def aclose(self, give_up_after: float | None = None) -> None:
+        """Release resources; later calls raise ``StoreClosedError``. ``give_up_after`` (seconds)
+        bounds the wait for queued writes where a store has any (SqliteStore)."""
         self.close()
 
     @abstractmethod

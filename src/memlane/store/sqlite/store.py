@@ -272,6 +272,7 @@ class SqliteStore(BaseStore):
                 first_id=top_id + 1,
                 inline_max=32 if synchronous == "NORMAL" else 0,  # FULL fsyncs: use the thread
                 defer_embedding=defer,
+                busy_timeout_ms=busy_timeout_ms,
             )
             inline = InlineReader(db_path) if inline_reads else None
             reader_pool = Readers(
@@ -433,10 +434,10 @@ class SqliteStore(BaseStore):
 
     # ---- closing -------------------------------------------------------------------------
 
-    async def aclose(self, timeout: float | None = CLOSE_TIMEOUT_S) -> None:
+    async def aclose(self, give_up_after: float | None = CLOSE_TIMEOUT_S) -> None:
         """Stop taking work, commit everything queued, stop the writer, close connections.
 
-        Past ``timeout`` seconds (``None``: no limit) the writes still queued or being
+        Past ``give_up_after`` seconds (``None``: no limit) the writes still queued or being
         embedded are given up: their callers get ``StoreClosedError``; a commit under way
         finishes first. Nothing acknowledged is lost either way.
         """
@@ -444,11 +445,11 @@ class SqliteStore(BaseStore):
             self._closed = True
             self._closing = asyncio.ensure_future(self._shut_down())
         try:
-            await asyncio.wait_for(asyncio.shield(self._closing), timeout)
+            await asyncio.wait_for(asyncio.shield(self._closing), give_up_after)
         except TimeoutError:
             log.warning(
                 "memlane: closing %s took over %s s; the writes still queued fail with "
-                "StoreClosedError", self.path, timeout,
+                "StoreClosedError", self.path, give_up_after,
             )
             self._tasks[0].cancel()  # the writer: see Writer.run's clean-up
             await asyncio.shield(self._closing)

@@ -61,6 +61,10 @@ class _MirrorError(Exception):
     into the index from the vectors table with the next commits (``_heal``)."""
 
 
+class _Busy(Exception):
+    """An inline commit found the write lock taken (by another connection or process)."""
+
+
 def _writer_error(exc: _MirrorError, what: str) -> WriterError:
     cause = exc.__cause__
     error = WriterError(f"the store's writer failed on {what}: {cause!r}")
@@ -217,8 +221,10 @@ class Writer:
         inline_max: int = 32,
         checkpoint_bytes: int = 32 * 2**20,
         defer_embedding: bool = False,
+        busy_timeout_ms: int = 5_000,
     ) -> None:
         self._conn = conn
+        self._busy_timeout_ms = int(busy_timeout_ms)  # the connection's; 0 while inline
         # index=False on an indexed file: rows keep their vector bookkeeping (stale vectors
         # go, ids are kept) and each written item is marked for embedding (``pending.py``).
         self._defer_embedding = defer_embedding
@@ -496,8 +502,13 @@ class Writer:
         ids = range(self._next_id, self._next_id + len(entries))
         self._next_id = ids.stop
 
-        def transaction(raw: sqlite3.Connection) -> _Changes:
-            raw.execute("BEGIN IMMEDIATE")
+        def transaction(raw: sqlite3.Connection, inline: bool = False) -> _Changes:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if inline and exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                    raise _Busy from exc  # nothing written: wait on the thread instead
+                raise
             try:
                 changes = _Changes()
                 _write_entries(raw, entries, stamps, now, indexed, changes, ids, mark)
@@ -536,8 +547,17 @@ class Writer:
         small = len(entries) + len(touches) <= self._inline_max
         if self._inline_max and small and not sweep and not self._unmirrored:
             # A small batch commits in microseconds: less than the thread hop would cost.
-            # No checkpoint (see _checkpoint_if_due) nor repair (``_heal``) runs here.
-            changes = transaction(self._raw)
+            # No checkpoint (see _checkpoint_if_due) nor repair (``_heal``) runs here. The
+            # loop never waits for the write lock: held by another connection, the batch
+            # goes to the connection's thread, which waits up to busy_timeout.
+            try:
+                self._raw.execute("PRAGMA busy_timeout = 0")
+                try:
+                    changes = transaction(self._raw, inline=True)
+                finally:
+                    self._raw.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+            except _Busy:
+                changes = await run_on_connection_thread(self._conn, transaction)
         else:
             changes = await run_on_connection_thread(self._conn, transaction)
         if changes.fresh_ids is not None:
