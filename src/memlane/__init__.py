@@ -4,7 +4,12 @@ __version__ = "0.1.0"
 
 from memlane.store.base import BaseStore
 from memlane.store.memory import InMemoryStore
-from memlane.store.sqlite import SqliteStore, StoreLockedError, WriterError
+from memlane.store.sqlite import (
+    SqliteStore,
+    StoreFileMissingError,
+    StoreLockedError,
+    WriterError,
+)
 from memlane.store.types import (
     NOT_PROVIDED,
     GetOp,
@@ -43,6 +48,7 @@ __all__ = [
     "SearchOp",
     "SqliteStore",
     "StoreClosedError",
+    "StoreFileMissingError",
     "StoreLockedError",
     "TTLConfig",
     "WriterError",

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sqlite3
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from memlane import SqliteStore, StoreLockedError
+from memlane import PutOp, SqliteStore, StoreFileMissingError, StoreLockedError
 from memlane.store.types import StoreClosedError
 
 pytestmark = pytest.mark.anyio
@@ -33,6 +35,77 @@ async def test_a_symlink_to_an_open_file_is_refused(tmp_path: Path) -> None:
         with pytest.raises(StoreLockedError):
             async with SqliteStore.open(tmp_path / "link.db"):
                 pass
+
+
+async def test_a_hard_link_to_an_open_file_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    async with SqliteStore.open(db) as store:
+        await store.aput(("x",), "k", {"a": 1})
+        os.link(db, tmp_path / "hard.db")
+        with pytest.raises(StoreLockedError, match="hard links"):
+            async with SqliteStore.open(tmp_path / "hard.db"):
+                pass
+        await store.aput(("x",), "k2", {"a": 2})  # the open store was not disturbed
+        assert await store.aget(("x",), "k2") is not None
+
+
+CHILD_OPEN = """
+import asyncio, sys
+from memlane import SqliteStore, StoreLockedError
+async def main():
+    try:
+        async with SqliteStore.open(sys.argv[1]):
+            print("opened")
+    except StoreLockedError:
+        print("locked")
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("link", ["hard", "symbolic"])
+async def test_another_process_opening_a_link_to_an_open_file_is_refused(
+    tmp_path: Path, link: str
+) -> None:
+    db = tmp_path / "a.db"
+    other = tmp_path / "other.db"
+    async with SqliteStore.open(db) as store:
+        await store.aput(("x",), "k", {"a": 1})
+        (os.link if link == "hard" else os.symlink)(db, other)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", CHILD_OPEN, str(other), stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(child.communicate(), 60)
+        assert out.decode().strip() == "locked"
+        await store.aput(("x",), "k2", {"a": 2})
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD_OPEN, str(other), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(child.communicate(), 60)
+    assert out.decode().strip() == "opened", "closing the store released the lock"
+
+
+@pytest.mark.parametrize("loss", ["directory removed", "file moved", "file replaced"])
+async def test_writes_fail_once_the_file_is_no_longer_at_its_path(
+    tmp_path: Path, loss: str
+) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    db = folder / "a.db"
+    async with SqliteStore.open(db) as store:
+        await store.aput(("x",), "k", {"a": 1})
+        if loss == "directory removed":
+            shutil.rmtree(folder)
+        elif loss == "file moved":
+            db.rename(tmp_path / "moved.db")
+        else:
+            db.rename(tmp_path / "moved.db")
+            db.write_bytes(b"")
+        with pytest.raises(StoreFileMissingError, match=r"a\.db was deleted, moved or replaced"):
+            await store.aput(("x",), "k2", {"a": 2})
+        with pytest.raises(StoreFileMissingError):
+            await store.abatch([PutOp(("x",), f"b{n}", {"n": n}) for n in range(100)])
+        item = await store.aget(("x",), "k")  # reads still answer from the open file
+        assert item is not None and item.value == {"a": 1}
 
 
 def test_a_foreign_sqlite_file_is_refused_untouched(tmp_path: Path) -> None:

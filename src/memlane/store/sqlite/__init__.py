@@ -1,6 +1,6 @@
 """SqliteStore: a durable SQLite store with one batching writer task and WAL readers."""
 
 from memlane.store.sqlite.store import SqliteStore, StoreLockedError
-from memlane.store.sqlite.writer import WriterError
+from memlane.store.sqlite.writer import StoreFileMissingError, WriterError
 
-__all__ = ["SqliteStore", "StoreLockedError", "WriterError"]
+__all__ = ["SqliteStore", "StoreFileMissingError", "StoreLockedError", "WriterError"]

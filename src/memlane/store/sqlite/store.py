@@ -76,66 +76,66 @@ class StoreLockedError(RuntimeError):
 
 
 class _FileLock:
-    """An exclusive ``flock`` beside the database; the OS drops it if the process dies."""
+    """An exclusive ``flock`` on the database file itself, held until the store closes.
 
-    # (st_dev, st_ino) of the files this process has open: a hard link has another name
-    # (so another lock file) but the same inode.
+    Locking the file, not a name, covers every way to reach it: a symlink, a hard link,
+    another relative path. The OS drops the lock if the process dies. ``flock`` and the
+    POSIX locks SQLite takes do not interact, but closing any descriptor of a file drops
+    this process's POSIX locks on it: so a file this process already has open is refused
+    by its inode before any descriptor is opened, and the lock's own descriptor is closed
+    only after the store's connections.
+    """
+
+    # (st_dev, st_ino) of the store files this process has open.
     _held: ClassVar[set[tuple[int, int]]] = set()
     _held_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, db_path: Path) -> None:
-        # Named after the resolved path: a symlink to the file meets the same lock.
-        real = Path(os.path.realpath(db_path))
         self.db_path = db_path
-        self.path = real.with_name(real.name + ".lock")
         self._fd: int | None = None
-        self._inode: tuple[int, int] | None = None
+        self.inode: tuple[int, int] | None = None
 
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise self._locked() from None
+    def refuse_if_held(self) -> None:
+        """Refuse a file this process already has open, touching no descriptor of it."""
         try:
             stat = os.stat(self.db_path)
         except FileNotFoundError:
-            inode = None
-        else:
-            inode = (stat.st_dev, stat.st_ino)
+            return
         with self._held_lock:
-            if inode is not None and inode in self._held:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
+            if (stat.st_dev, stat.st_ino) in self._held:
                 raise self._locked()
-            if inode is not None:
-                self._held.add(inode)
-        self._fd, self._inode = fd, inode
+
+    def acquire(self) -> None:
+        """Create the file if needed (an empty file is a new database) and lock it."""
+        fd = os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o644)
+        stat = os.fstat(fd)
+        inode = (stat.st_dev, stat.st_ino)
+        with self._held_lock:
+            if inode in self._held:  # opened meanwhile by another store of this process
+                raise self._locked()  # fd stays open: closing it would drop that store's locks
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)  # held by another process: no SQLite lock of ours on it
+                raise self._locked() from None
+            self._held.add(inode)
+        self._fd, self.inode = fd, inode
 
     def _locked(self) -> StoreLockedError:
         return StoreLockedError(
-            f"{self.db_path} is already open for writing by another store (lock file "
-            f"{self.path}); one process owns a store file at a time"
+            f"{self.db_path} is already open for writing by another store (in this or "
+            f"another process; symlinks and hard links included); one store owns a file at "
+            f"a time"
         )
-
-    def record_inode(self) -> None:
-        """For a file that did not exist at ``acquire``: remember it once created."""
-        if self._fd is None or self._inode is not None:
-            return
-        stat = os.stat(self.db_path)
-        with self._held_lock:
-            self._inode = (stat.st_dev, stat.st_ino)
-            self._held.add(self._inode)
 
     def release(self) -> None:
         if self._fd is not None:
             with self._held_lock:
-                if self._inode is not None:
-                    self._held.discard(self._inode)
+                if self.inode is not None:
+                    self._held.discard(self.inode)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
-            self._fd = self._inode = None
+            self._fd = self.inode = None
 
 
 class SqliteStore(BaseStore):
@@ -218,15 +218,15 @@ class SqliteStore(BaseStore):
         index_config = None if index is False else IndexConfig.coerce(index)
         ttl_config = TTLConfig.coerce(ttl)
         indexer = Indexer(index_config) if index_config else None
-        await anyio.to_thread.run_sync(_refuse_foreign, db_path)
         lock = _FileLock(db_path)
-        lock.acquire()
+        await anyio.to_thread.run_sync(lock.refuse_if_held)
+        await anyio.to_thread.run_sync(_refuse_foreign, db_path)
+        await anyio.to_thread.run_sync(lock.acquire)
         opened: list[aiosqlite.Connection] = []
         try:
             store_clock = Clock(clock)
             writer_conn = await connect(db_path)
             opened.append(writer_conn)
-            lock.record_inode()
 
             def prepare(raw: sqlite3.Connection) -> tuple[int, int, bool, bool]:
                 configure(raw, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
@@ -273,6 +273,7 @@ class SqliteStore(BaseStore):
                 inline_max=32 if synchronous == "NORMAL" else 0,  # FULL fsyncs: use the thread
                 defer_embedding=defer,
                 busy_timeout_ms=busy_timeout_ms,
+                file=(db_path, lock.inode) if lock.inode is not None else None,
             )
             inline = InlineReader(db_path) if inline_reads else None
             reader_pool = Readers(

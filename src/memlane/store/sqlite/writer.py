@@ -22,9 +22,11 @@ import contextlib
 import itertools
 import logging
 import math
+import os
 import sqlite3
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -44,7 +46,14 @@ from memlane.store.timestamps import Clock
 from memlane.store.types import StoreClosedError
 from memlane.vectors import EmbeddingError, EmbeddingTimeoutError, VectorIndex
 
-__all__ = ["SweepRequest", "TouchRequest", "WriteRequest", "Writer", "WriterError"]
+__all__ = [
+    "StoreFileMissingError",
+    "SweepRequest",
+    "TouchRequest",
+    "WriteRequest",
+    "Writer",
+    "WriterError",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,11 @@ T = TypeVar("T")
 
 class WriterError(RuntimeError):
     """The writer failed on a batch for a reason no single request explains."""
+
+
+class StoreFileMissingError(WriterError):
+    """The store's file is no longer at its path (deleted, its directory removed, moved or
+    replaced): writes would go to a file nobody can open again, so they are refused."""
 
 
 class _MirrorError(Exception):
@@ -222,8 +236,10 @@ class Writer:
         checkpoint_bytes: int = 32 * 2**20,
         defer_embedding: bool = False,
         busy_timeout_ms: int = 5_000,
+        file: tuple[Path, tuple[int, int]] | None = None,
     ) -> None:
         self._conn = conn
+        self._file = file  # the store's path and (st_dev, st_ino): see _check_file
         self._busy_timeout_ms = int(busy_timeout_ms)  # the connection's; 0 while inline
         # index=False on an indexed file: rows keep their vector bookkeeping (stale vectors
         # go, ids are kept) and each written item is marked for embedding (``pending.py``).
@@ -503,6 +519,7 @@ class Writer:
         self._next_id = ids.stop
 
         def transaction(raw: sqlite3.Connection, inline: bool = False) -> _Changes:
+            self._check_file()
             try:
                 raw.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
@@ -565,6 +582,23 @@ class Writer:
             # time: the next batch offers them again.
             self._next_id = ids.start + changes.fresh_ids
         return changes
+
+    def _check_file(self) -> None:
+        """Refuse to commit into a file that is no longer the one at the store's path: the
+        commit would succeed, and be lost when the process exits."""
+        if self._file is None:
+            return
+        path, identity = self._file
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            stat = None
+        if stat is None or (stat.st_dev, stat.st_ino) != identity:
+            raise StoreFileMissingError(
+                f"the store file {path} was deleted, moved or replaced while the store was "
+                f"open (was its directory removed?); this write was not committed. Close "
+                f"the store and open it again at a path that exists"
+            )
 
     async def _checkpoint_if_due(self, changes: _Changes, entries: list[_Entry]) -> None:
         """Checkpoint the WAL on the connection's thread after about ``checkpoint_bytes``.
