@@ -17,6 +17,7 @@ from memlane.store.ops import PreparedPut
 from memlane.store.paths import JsonPath, compile_path, extract_texts
 from memlane.store.types import IndexConfig
 from memlane.vectors import EmbeddedTexts, Embedder
+from memlane.vectors.raw import RawEmbedder
 
 __all__ = ["EmbedPlan", "Indexer", "PutVectors"]
 
@@ -60,7 +61,9 @@ class Indexer:
     def __init__(self, config: IndexConfig) -> None:
         self.config = config
         self.dims = config.dims
-        self.embedder = Embedder(config.embed, config.dims)
+        # cosine search wants unit vectors; inner_product and l2 score the raw ones
+        kind = Embedder if config.distance == "cosine" else RawEmbedder
+        self.embedder = kind(config.embed, config.dims)
         self.default_paths: tuple[JsonPath, ...] = tuple(compile_path(p) for p in config.fields)
 
     def texts_for(self, index: IndexPaths, value: dict[str, Any]) -> list[str]:

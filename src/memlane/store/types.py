@@ -250,6 +250,8 @@ Result: TypeAlias = Item | list[SearchItem] | list[tuple[str, ...]] | None
 
 
 EmbedFunction: TypeAlias = Callable[[Sequence[str]], Any]
+Distance: TypeAlias = Literal["cosine", "inner_product", "l2"]
+DISTANCES: tuple[str, ...] = ("cosine", "inner_product", "l2")  # as vectors/scoring.py
 
 
 @dataclass(frozen=True)
@@ -260,13 +262,17 @@ class IndexConfig:
     ``embed_documents``/``embed_query`` (or their ``aembed_*`` twins), or
     ``HashingEmbeddings(dims)``. ``fields``: JSON paths whose text is embedded, one vector per
     extracted text; ``["$"]`` (the default) embeds the whole value as JSON. ``ann``: optional
-    approximate-index settings; exact search is the default.
+    approximate-index settings; exact search is the default. ``distance``: how scores are
+    computed, as LangGraph's Postgres store does: ``"cosine"`` (the default: vectors are
+    L2-normalised, the score is the cosine similarity), ``"inner_product"`` (the raw
+    vectors' dot product) or ``"l2"`` (minus the Euclidean distance); higher is better.
     """
 
     dims: int
     embed: Any
     fields: tuple[str, ...] = ("$",)
     ann: dict[str, Any] | None = None
+    distance: Distance = "cosine"
 
     def __post_init__(self) -> None:
         if isinstance(self.dims, bool) or not isinstance(self.dims, int) or self.dims <= 0:
@@ -286,6 +292,10 @@ class IndexConfig:
             if not isinstance(path, str) or not path:
                 raise ValueError(f"IndexConfig.fields holds an invalid path {path!r}")
         object.__setattr__(self, "fields", tuple(fields))
+        if self.distance not in DISTANCES:
+            raise ValueError(
+                f"IndexConfig.distance must be one of {list(DISTANCES)}, got {self.distance!r}"
+            )
         if self.ann is not None:
             if not isinstance(self.ann, dict):
                 raise ValueError(f"IndexConfig.ann must be a dict or None, got {self.ann!r}")
@@ -302,7 +312,7 @@ class IndexConfig:
             raise TypeError(
                 f"index must be an IndexConfig or a dict with 'dims' and 'embed', got {config!r}"
             )
-        unknown = set(config) - {"dims", "embed", "fields", "ann"}
+        unknown = set(config) - {"dims", "embed", "fields", "ann", "distance"}
         if unknown:
             raise ValueError(f"index config has unknown keys {sorted(unknown)}")
         if "dims" not in config or "embed" not in config:
@@ -312,6 +322,7 @@ class IndexConfig:
             embed=config["embed"],
             fields=config.get("fields") or ("$",),
             ann=config.get("ann"),
+            distance=config.get("distance", "cosine"),
         )
 
 

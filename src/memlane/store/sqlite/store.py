@@ -249,7 +249,9 @@ class SqliteStore(BaseStore):
                 reader_conns.append(conn)
             vectors = scopes = None
             if index_config is not None:
-                vectors, scopes = VectorIndex(index_config.dims, ann=index_config.ann), ScopeMap()
+                config = index_config
+                vectors = VectorIndex(config.dims, ann=config.ann, distance=config.distance)
+                scopes = ScopeMap()
 
                 def load(raw: sqlite3.Connection) -> None:
                     assert vectors is not None and scopes is not None
