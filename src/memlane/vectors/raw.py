@@ -100,7 +100,7 @@ class _Tap:
 class _AsyncTap(_Tap):
     """The tap of an async callable (``Embedder`` awaits it directly)."""
 
-    async def __call__(self, texts: Sequence[str]) -> Any:  # type: ignore[override]
+    async def __call__(self, texts: Sequence[str]) -> Any:
         raw = await self.wrapped(_plain(texts))
         return _keep(raw, _box_of(texts[0]), query=False)
 
