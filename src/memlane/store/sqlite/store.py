@@ -13,11 +13,11 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import aiosqlite
 import anyio
@@ -65,6 +65,7 @@ from memlane.vectors import VectorIndex
 __all__ = ["SqliteStore", "StoreLockedError"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class StoreLockedError(RuntimeError):
@@ -399,6 +400,9 @@ class SqliteStore(BaseStore):
         return self._sync_batch(list(ops), "abatch")
 
     def _sync_batch(self, ops: list[Op], async_name: str) -> list[Result]:
+        return self._blocking(lambda: self.abatch(ops), async_name)
+
+    def _blocking(self, call: Callable[[], Coroutine[Any, Any, T]], async_name: str) -> T:
         """Run on the store's loop from another thread; refuse on the loop's own thread."""
         self._check_open()
         if threading.current_thread() is self._loop_thread:
@@ -408,7 +412,7 @@ class SqliteStore(BaseStore):
                 f"blocking would deadlock; use `await store.{async_name}(...)` instead"
             )
         try:
-            future = asyncio.run_coroutine_threadsafe(self.abatch(ops), self._loop)
+            future = asyncio.run_coroutine_threadsafe(call(), self._loop)
         except RuntimeError as exc:  # the loop is gone
             raise StoreClosedError(f"the store's event loop is not running: {exc}") from exc
         return future.result()
@@ -418,6 +422,9 @@ class SqliteStore(BaseStore):
     async def asweep_expired(self) -> int:
         self._check_async()
         return await self._writer.sweep()
+
+    def sweep_expired(self) -> int:
+        return self._blocking(self.asweep_expired, "asweep_expired")
 
     async def _sweep_forever(self, interval_minutes: float) -> None:
         while True:
