@@ -225,3 +225,31 @@ def test_index_near_ties_at_the_kth_score_stay_exact(
         assert index.search(q, k, np.arange(len(rows))) == want
         odd = [(i, score) for score, i in scored if i % 2][:k]
         assert index.search(q, k, np.arange(1, len(rows), 2)) == odd
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+def test_the_approximate_graph_links_by_the_distance(distance: str) -> None:
+    """The HNSW graph is built for the distance (METRIC_L2 for l2): its proposals, rescored
+    exactly, find the exact top hits of a strong graph and report canonical scores."""
+    from memlane.vectors import VectorIndex
+
+    rng = np.random.default_rng(9)
+    rows = (rng.standard_normal((3000, DIMS)) * rng.uniform(0.1, 10, (3000, 1))).astype(
+        np.float32
+    )
+    if distance == "cosine":
+        rows = unit(rows)
+    ann = {"kind": "hnsw", "m": 32, "ef_construction": 200, "ef_search": 400, "min_items": 10}
+    index = VectorIndex(DIMS, distance=distance, ann=ann, background=False)
+    index.upsert([(i, rows[i][None, :]) for i in range(len(rows))])
+    assert index.build_ann()
+    for _ in range(5):
+        q = (rng.standard_normal(DIMS) * 2).astype(np.float32)
+        if distance == "cosine":  # the embedder gives the index unit queries too
+            q = unit(q[None, :])[0]
+        exact = index.search(q, 5, exact=True)
+        assert index.search(q, 5) == exact
+        dot_or_l2 = "l2" if distance == "l2" else "inner_product"  # rows and q are unit
+        assert [score for _, score in exact] == [
+            reference(dot_or_l2, rows[i][None, :], q) for i, _ in exact
+        ]
