@@ -18,9 +18,11 @@ pytestmark = pytest.mark.anyio
 class Heartbeat:
     """Ticks every 5 ms on the loop; records the longest gap between ticks."""
 
-    def __init__(self) -> None:
+    def __init__(self, wanted: int) -> None:
         self.ticks = 0
         self.longest = 0.0
+        self.reached = anyio.Event()  # set after ``wanted`` ticks
+        self._wanted = wanted
 
     async def run(self) -> None:
         last = anyio.current_time()
@@ -29,6 +31,8 @@ class Heartbeat:
             now = anyio.current_time()
             self.longest = max(self.longest, now - last)
             self.ticks += 1
+            if self.ticks >= self._wanted:
+                self.reached.set()
             last = now
 
 
@@ -50,7 +54,7 @@ async def test_a_write_waits_for_another_connections_lock_off_the_loop(tmp_path:
         holder.start()
         try:
             await anyio.to_thread.run_sync(taken.wait)
-            heartbeat = Heartbeat()
+            heartbeat = Heartbeat(wanted=40)
             done = anyio.Event()
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(heartbeat.run)
@@ -61,8 +65,7 @@ async def test_a_write_waits_for_another_connections_lock_off_the_loop(tmp_path:
 
                 tasks.start_soon(put)
                 with anyio.fail_after(10):
-                    while heartbeat.ticks < 40:  # the loop runs on while the put waits
-                        await anyio.sleep(0.005)
+                    await heartbeat.reached.wait()  # the loop runs on while the put waits
                 assert not done.is_set(), "the lock is still held: the put cannot be committed"
                 release.set()
                 with anyio.fail_after(10):

@@ -10,8 +10,21 @@ Needs the ``langgraph`` extra: ``pip install 'memlane[langgraph]'``.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+import threading
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -42,6 +55,7 @@ from memlane.store.types import (
     Result,
     SearchItem,
     SearchOp,
+    StoreClosedError,
     TTLConfig,
 )
 from memlane.store.types import InvalidNamespaceError as MemlaneInvalidNamespaceError
@@ -57,6 +71,9 @@ __all__ = [
     "to_memlane_op",
     "ttl_config",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 class InvalidNamespaceError(LGInvalidNamespaceError, MemlaneInvalidNamespaceError):
@@ -84,14 +101,52 @@ def resolve_embed(embed: Any) -> Any:
     return init_embeddings(embed)
 
 
+# LangGraph's names for memlane's index keys (PostgresIndexConfig, SqliteIndexConfig).
+_LANGGRAPH_INDEX_KEYS = {"text_fields": "fields", "distance_type": "distance"}
+_ANN_KINDS = ("hnsw", "ivfflat", "flat")
+_VECTOR_TYPES = ("vector", "halfvec")
+
+
 def index_config(index: IndexConfig | Mapping[str, Any] | None) -> IndexConfig | None:
-    """Accept LangGraph's index dict (``dims``, ``embed``, ``fields``) or an ``IndexConfig``."""
+    """Accept LangGraph's index dict or an ``IndexConfig``.
+
+    LangGraph's keys: ``dims``, ``embed``, ``fields`` (or ``text_fields``; a single string
+    is one path), ``distance_type`` (``"cosine"``, ``"inner_product"``, ``"l2"``: memlane's
+    ``distance``) and ``ann_index_config``, which is checked and ignored: LangGraph's
+    Postgres store builds that pgvector index but its search query never uses it (it orders
+    by a score expression under filters, so Postgres scans), so its results are exact, as
+    memlane's default search is. memlane's own approximate index is ``ann``.
+    """
     if index is None or isinstance(index, IndexConfig):
         return index
     config = dict(index)
+    for theirs, ours in _LANGGRAPH_INDEX_KEYS.items():
+        if theirs in config:
+            value = config.pop(theirs)
+            if config.get(ours, value) != value:
+                raise ValueError(
+                    f"index config gives both {theirs}={value!r} and {ours}={config[ours]!r}"
+                )
+            config[ours] = value
+    if isinstance(config.get("fields"), str):
+        config["fields"] = [config["fields"]]
+    if "ann_index_config" in config:
+        _check_ann_index_config(config.pop("ann_index_config"))
     if "embed" in config:
         config["embed"] = resolve_embed(config["embed"])
     return IndexConfig.coerce(config)
+
+
+def _check_ann_index_config(ann: Any) -> None:
+    """Refuse what LangGraph's Postgres store refuses (a kind or vector type it lacks)."""
+    if not isinstance(ann, Mapping):
+        raise ValueError(f"ann_index_config must be a dict such as {{'kind': 'hnsw'}}, got {ann!r}")
+    if ann.get("kind", "hnsw") not in _ANN_KINDS:
+        raise ValueError(f"ann_index_config kind must be one of {list(_ANN_KINDS)}, got "
+                         f"{ann['kind']!r}")
+    if ann.get("vector_type", "vector") not in _VECTOR_TYPES:
+        raise ValueError(f"ann_index_config vector_type must be one of {list(_VECTOR_TYPES)}, "
+                         f"got {ann['vector_type']!r}")
 
 
 def ttl_config(ttl: TTLConfig | Mapping[str, Any] | None) -> TTLConfig | None:
@@ -233,8 +288,12 @@ class LangGraphStore(LGBaseStore):
         self.index_config: dict[str, Any] | None = None
         if config is not None:
             self.index_config = {
-                "dims": config.dims, "embed": config.embed, "fields": list(config.fields)
+                "dims": config.dims,
+                "embed": config.embed,
+                "fields": list(config.fields),
+                "distance_type": config.distance,
             }
+        self._sweeper: _Sweeper | None = None
 
     def __repr__(self) -> str:
         return f"LangGraphStore({self.store!r})"
@@ -250,6 +309,67 @@ class LangGraphStore(LGBaseStore):
         with _mapped_errors():
             results = await self.store.abatch(memlane_ops)
         return [to_langgraph_result(result) for result in results]
+
+    # ---- LangGraph's lifecycle methods ---------------------------------------------------
+    #
+    # LangGraph's sync stores (PostgresStore, SqliteStore) and async ones (AsyncPostgresStore,
+    # AsyncSqliteStore) spell these alike, blocking in one and ``async`` in the other. One
+    # adapter serves both: called with an event loop running in this thread, each returns an
+    # awaitable (``await store.setup()``); otherwise it does the work and returns the result.
+
+    def setup(self) -> Any:
+        """Nothing to migrate: a memlane store is ready once open. Kept for code that calls
+        ``store.setup()`` or ``await store.setup()``."""
+        return _Done(None) if _in_event_loop() else None
+
+    def sweep_ttl(self) -> Any:
+        """Delete expired items now; return how many (``await`` it in async code). memlane
+        never returns expired items, so this only frees their space."""
+        if _in_event_loop():
+            return self.store.asweep_expired()
+        return self.store.sweep_expired()
+
+    def start_ttl_sweeper(self, sweep_interval_minutes: float | None = None) -> Any:
+        """Sweep every ``sweep_interval_minutes`` (else the TTL config's, else 5) until
+        :meth:`stop_ttl_sweeper`. Sync: returns a ``concurrent.futures.Future`` (cancel it to
+        stop); async: ``await`` it for an ``asyncio.Task``. Without a TTL config nothing runs
+        and the result is already done, as in LangGraph. A running sweeper is returned again.
+
+        The memlane store also sweeps by itself when its ``TTLConfig`` sets
+        ``sweep_interval_minutes``; both are harmless together.
+        """
+        minutes = self._sweep_minutes(sweep_interval_minutes)
+        if _in_event_loop():
+            return self._astart_sweeper(minutes)
+        if self._sweeper is None or self._sweeper.finished():
+            self._sweeper = _Sweeper.thread(self.store, minutes)
+        return self._sweeper.handle
+
+    async def _astart_sweeper(self, minutes: float | None) -> asyncio.Task[None]:
+        if self._sweeper is None or self._sweeper.finished():
+            self._sweeper = _Sweeper.task(self.store, minutes)
+        handle = self._sweeper.handle
+        if not isinstance(handle, asyncio.Task):
+            raise RuntimeError("a TTL sweeper thread is running; stop it first")
+        return handle
+
+    def stop_ttl_sweeper(self, timeout: float | None = None) -> Any:
+        """Stop the sweeper; True once it stopped (or none ran), False if ``timeout`` seconds
+        passed first. ``await`` it in async code; a sweeper task stops from its own loop."""
+        sweeper = self._sweeper
+        if _in_event_loop():
+            return _Done(True) if sweeper is None else sweeper.astop(timeout)
+        return True if sweeper is None else sweeper.stop(timeout)
+
+    def _sweep_minutes(self, given: float | None) -> float | None:
+        """The interval, checked as ``TTLConfig`` checks it; None: no TTL, nothing to run."""
+        config: TTLConfig | None = getattr(self.store, "ttl_config", None)
+        if config is None:
+            return None
+        minutes = given or config.sweep_interval_minutes or 5
+        interval = TTLConfig(sweep_interval_minutes=minutes).sweep_interval_minutes
+        assert interval is not None
+        return interval
 
     # ---- ready-made stores in LangGraph's configuration shapes ---------------------------
 
@@ -294,3 +414,118 @@ class LangGraphStore(LGBaseStore):
             path, index=index_config(index), ttl=ttl_config(ttl), **options
         ) as store:
             yield cls(store)
+
+
+# ---- the TTL sweeper behind start_ttl_sweeper ---------------------------------------------
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _Done:
+    """An awaitable that is already finished: dropping it unawaited warns about nothing."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.value
+        yield  # a generator that returns at once
+
+
+class _Sweeper:
+    """A loop calling the store's sweep every ``minutes`` until stopped: a daemon thread
+    (``handle``: a ``concurrent.futures.Future``) or a task (``handle``: the task)."""
+
+    def __init__(self, handle: concurrent.futures.Future[None] | asyncio.Task[None]) -> None:
+        self.handle = handle
+        self._stop = threading.Event()
+        self._astop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def thread(cls, store: BaseStore, minutes: float | None) -> _Sweeper:
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        sweeper = cls(future)
+        if minutes is None:
+            future.set_result(None)
+            return sweeper
+        future.add_done_callback(lambda done: sweeper._stop.set())  # cancelling it stops
+        sweeper._thread = threading.Thread(
+            target=sweeper._run_thread, args=(store, minutes), name="memlane-lg-ttl-sweeper",
+            daemon=True,
+        )
+        sweeper._thread.start()
+        return sweeper
+
+    def _run_thread(self, store: BaseStore, minutes: float) -> None:
+        try:
+            while not self._stop.wait(minutes * 60):
+                if not _swept(store.sweep_expired):
+                    break
+        finally:
+            with contextlib.suppress(concurrent.futures.InvalidStateError):
+                assert isinstance(self.handle, concurrent.futures.Future)
+                self.handle.set_result(None)
+
+    @classmethod
+    def task(cls, store: BaseStore, minutes: float | None) -> _Sweeper:
+        stop = asyncio.Event()
+
+        async def run() -> None:
+            while minutes is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=minutes * 60)
+                    return
+                if not await _aswept(store.asweep_expired):
+                    return
+
+        sweeper = cls(asyncio.get_running_loop().create_task(run(), name="memlane-lg-ttl-sweeper"))
+        sweeper._astop = stop
+        return sweeper
+
+    def finished(self) -> bool:
+        return self.handle.done()
+
+    def stop(self, wait: float | None) -> bool:
+        """Blocking: stop a sweeper thread and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(wait)
+            return not self._thread.is_alive()
+        return self.handle.done()  # a task stops from its loop: see astop
+
+    async def astop(self, wait: float | None) -> bool:
+        """Stop a sweeper task (or thread, waited for in a worker thread)."""
+        if self._astop is None:
+            return await asyncio.to_thread(self.stop, wait)
+        self._astop.set()
+        assert isinstance(self.handle, asyncio.Task)
+        await asyncio.wait({self.handle}, timeout=wait)
+        return self.handle.done()
+
+
+def _swept(sweep: Callable[[], int]) -> bool:
+    """One sweep; False once the store is closed. A failed sweep is retried next time."""
+    try:
+        sweep()
+    except StoreClosedError:
+        return False
+    except Exception:
+        log.exception("memlane TTL sweep failed")
+    return True
+
+
+async def _aswept(sweep: Callable[[], Awaitable[int]]) -> bool:
+    try:
+        await sweep()
+    except StoreClosedError:
+        return False
+    except Exception:
+        log.exception("memlane TTL sweep failed")
+    return True

@@ -173,6 +173,10 @@ class BaseStore(ABC):
     async def asweep_expired(self) -> int:
         """Delete expired items now (they are never returned anyway); return how many."""
 
+    @abstractmethod
+    def sweep_expired(self) -> int:
+        """Blocking twin of :meth:`asweep_expired`."""
+
     async def aclose(self, give_up_after: float | None = None) -> None:
         """Release resources; later calls raise ``StoreClosedError``. ``give_up_after`` (seconds)
         bounds the wait for queued writes where a store has any (SqliteStore)."""

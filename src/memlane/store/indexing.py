@@ -60,7 +60,13 @@ class Indexer:
     def __init__(self, config: IndexConfig) -> None:
         self.config = config
         self.dims = config.dims
-        self.embedder = Embedder(config.embed, config.dims, timeout=config.embed_timeout)
+        # cosine search wants unit vectors; inner_product and l2 score the raw ones
+        self.embedder = Embedder(
+            config.embed,
+            config.dims,
+            timeout=config.embed_timeout,
+            normalize=config.distance == "cosine",
+        )
         self.default_paths: tuple[JsonPath, ...] = tuple(compile_path(p) for p in config.fields)
 
     def texts_for(self, index: IndexPaths, value: dict[str, Any]) -> list[str]:

@@ -144,10 +144,9 @@ class InMemoryStore(BaseStore):
         self.index_config = None if index is False else IndexConfig.coerce(index)
         self.ttl_config = TTLConfig.coerce(ttl)
         self._indexer = Indexer(self.index_config) if self.index_config else None
+        config = self.index_config
         self._vectors = (
-            VectorIndex(self.index_config.dims, ann=self.index_config.ann)
-            if self.index_config
-            else None
+            VectorIndex(config.dims, ann=config.ann, distance=config.distance) if config else None
         )
         self._clock = Clock(clock)
         self._lock = threading.RLock()

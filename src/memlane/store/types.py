@@ -250,6 +250,8 @@ Result: TypeAlias = Item | list[SearchItem] | list[tuple[str, ...]] | None
 
 
 EmbedFunction: TypeAlias = Callable[[Sequence[str]], Any]
+Distance: TypeAlias = Literal["cosine", "inner_product", "l2"]
+DISTANCES: tuple[str, ...] = ("cosine", "inner_product", "l2")  # as vectors/scoring.py
 
 
 @dataclass(frozen=True)
@@ -260,15 +262,19 @@ class IndexConfig:
     ``embed_documents``/``embed_query`` (or their ``aembed_*`` twins), or
     ``HashingEmbeddings(dims)``. ``fields``: JSON paths whose text is embedded, one vector per
     extracted text; ``["$"]`` (the default) embeds the whole value as JSON. ``ann``: optional
-    approximate-index settings; exact search is the default. ``embed_timeout``: seconds one
-    async embed call may take before its callers fail with ``EmbeddingTimeoutError``
-    (``None``: no limit).
+    approximate-index settings; exact search is the default. ``distance``: how scores are
+    computed, as LangGraph's Postgres store does: ``"cosine"`` (the default: vectors are
+    L2-normalised, the score is the cosine similarity), ``"inner_product"`` (the raw
+    vectors' dot product) or ``"l2"`` (minus the Euclidean distance); higher is better.
+    ``embed_timeout``: seconds one async embed call may take before its callers fail with
+    ``EmbeddingTimeoutError`` (``None``: no limit).
     """
 
     dims: int
     embed: Any
     fields: tuple[str, ...] = ("$",)
     ann: dict[str, Any] | None = None
+    distance: Distance = "cosine"
     embed_timeout: float | None = 60.0
 
     def __post_init__(self) -> None:
@@ -289,6 +295,10 @@ class IndexConfig:
             if not isinstance(path, str) or not path:
                 raise ValueError(f"IndexConfig.fields holds an invalid path {path!r}")
         object.__setattr__(self, "fields", tuple(fields))
+        if self.distance not in DISTANCES:
+            raise ValueError(
+                f"IndexConfig.distance must be one of {list(DISTANCES)}, got {self.distance!r}"
+            )
         if self.embed_timeout is not None:
             timeout = self.embed_timeout
             if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
@@ -314,7 +324,7 @@ class IndexConfig:
             raise TypeError(
                 f"index must be an IndexConfig or a dict with 'dims' and 'embed', got {config!r}"
             )
-        unknown = set(config) - {"dims", "embed", "fields", "ann", "embed_timeout"}
+        unknown = set(config) - {"dims", "embed", "fields", "ann", "distance", "embed_timeout"}
         if unknown:
             raise ValueError(f"index config has unknown keys {sorted(unknown)}")
         if "dims" not in config or "embed" not in config:
@@ -324,6 +334,7 @@ class IndexConfig:
             embed=config["embed"],
             fields=config.get("fields") or ("$",),
             ann=config.get("ann"),
+            distance=config.get("distance", "cosine"),
             embed_timeout=config.get("embed_timeout", 60.0),
         )
 

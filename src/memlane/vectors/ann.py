@@ -77,12 +77,18 @@ class AnnConfig:
 
 
 class Graph:
-    """A sealed HNSW graph over the vectors live at one snapshot; label -> item id."""
+    """A sealed HNSW graph over the vectors live at one snapshot; label -> item id.
 
-    def __init__(self, config: AnnConfig, vectors: F32, owners: I64, threads: int) -> None:
+    ``l2``: the graph links nearest vectors by Euclidean distance, else by inner product.
+    """
+
+    def __init__(
+        self, config: AnnConfig, vectors: F32, owners: I64, threads: int, *, l2: bool = False
+    ) -> None:
         self.config = config
         self.owners = owners
-        self.index = faiss.IndexHNSWFlat(vectors.shape[1], config.m, faiss.METRIC_INNER_PRODUCT)
+        metric = faiss.METRIC_L2 if l2 else faiss.METRIC_INNER_PRODUCT
+        self.index = faiss.IndexHNSWFlat(vectors.shape[1], config.m, metric)
         self.index.hnsw.efConstruction = config.ef_construction
         prev = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(threads)

@@ -119,8 +119,9 @@ def _row_problem(row: Any, dims: int) -> tuple[F32 | None, str | None]:
     return f32, None
 
 
-def _to_matrix(raw: Any, n: int, dims: int) -> EmbeddedTexts:
-    """Validate an embed function's output for ``n`` texts; see the module docstring."""
+def _to_matrix(raw: Any, n: int, dims: int, normalize: bool = True) -> EmbeddedTexts:
+    """Validate an embed function's output for ``n`` texts; see the module docstring.
+    ``normalize=False`` keeps each row as given (the inner_product and l2 distances)."""
     if isinstance(raw, (str, bytes, dict)) or not hasattr(raw, "__len__"):
         raise EmbeddingError(
             f"embed function returned {type(raw).__name__}, expected a list of {n} vectors"
@@ -143,7 +144,7 @@ def _to_matrix(raw: Any, n: int, dims: int) -> EmbeddedTexts:
                 errors[i] = "contains NaN or inf (or a value outside float32 range)"
             out[~finite] = 0.0
             squares[~finite] = 0.0
-        return EmbeddedTexts(_scale_rows(out, squares), errors)
+        return EmbeddedTexts(_scale_rows(out, squares) if normalize else out, errors)
     # Slow path: something is off; find out row by row.
     out = np.zeros((n, dims), dtype=np.float32)
     errors = {}
@@ -153,7 +154,7 @@ def _to_matrix(raw: Any, n: int, dims: int) -> EmbeddedTexts:
             errors[i] = problem
         else:
             out[i] = vec
-    return EmbeddedTexts(_unit_rows(out), errors)
+    return EmbeddedTexts(_unit_rows(out) if normalize else out, errors)
 
 
 def _first_row(m: F32) -> F32:
@@ -211,10 +212,13 @@ class Embedder:
     ``HashingEmbeddings`` runs inline for small inputs.
     """
 
-    def __init__(self, embed: Any, dims: int, *, timeout: float | None = None) -> None:
+    def __init__(
+        self, embed: Any, dims: int, *, timeout: float | None = None, normalize: bool = True
+    ) -> None:
         if isinstance(dims, bool) or not isinstance(dims, int) or dims <= 0:
             raise ValueError(f"dims must be a positive int, got {dims!r}")
         self.dims = dims
+        self.normalize = normalize  # unit rows for cosine; raw ones for inner_product, l2
         self.timeout = timeout  # for the async calls; a blocking call cannot be abandoned
         self._embed = embed
         self._hashing = embed if isinstance(embed, HashingEmbeddings) else None
@@ -265,7 +269,7 @@ class Embedder:
             raw = _run_coroutine_blocking(lambda: adocs(texts))
         else:
             raw = self._call_fn_blocking(texts)
-        return _to_matrix(raw, len(texts), self.dims)
+        return _to_matrix(raw, len(texts), self.dims, self.normalize)
 
     async def aembed_texts(self, texts: Sequence[str]) -> EmbeddedTexts:
         """Embed a batch without blocking the event loop, within ``timeout``."""
@@ -283,7 +287,7 @@ class Embedder:
             raw = await gate.run(self._docs, texts, small=len(texts) <= _INLINE_MAX_TEXTS)
         else:
             raw = await self._call_fn_async(texts, gate)
-        return _to_matrix(raw, len(texts), self.dims)
+        return _to_matrix(raw, len(texts), self.dims, self.normalize)
 
     # -- queries --------------------------------------------------------------------
 
@@ -364,7 +368,7 @@ class Embedder:
     def _check_query(self, raw: Any) -> F32:
         if isinstance(raw, np.ndarray) and raw.ndim == 2 and raw.shape[0] == 1:
             raw = raw[0]
-        return self._query_row(_to_matrix([raw], 1, self.dims))
+        return self._query_row(_to_matrix([raw], 1, self.dims, self.normalize))
 
     @staticmethod
     def _query_row(result: EmbeddedTexts) -> F32:

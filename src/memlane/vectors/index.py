@@ -1,4 +1,4 @@
-"""The FAISS-backed vector index: exact max-pooled cosine search over multi-vector items.
+"""The FAISS-backed vector index: exact max-pooled search over multi-vector items.
 
 Storage (see ``storage.py``). Every vector lives once, in append-only float32 chunks that
 FAISS's flat kernels (``knn_inner_product``) scan in place. A write appends rows past what
@@ -11,13 +11,14 @@ assignments), readers only while they look up candidate ids (one numpy take). Se
 chunks whose rows are mostly dead are compacted by a background thread into fresh chunks
 (old readers keep the old objects alive).
 
-Exactness. An item's score is the best inner product among its vectors. FAISS (or numpy)
-finds the best vector hits, then the hit items are rescored *canonically* (float64 dot,
-rounded once to float32; ``scoring.py``). A FAISS float32 score differs from the canonical
-one by at most ``eps``, so hits are fetched until the k-th distinct live item beats the
-last fetched hit by more than ``eps``, or every selected row was fetched: never an
-under-filled or approximate page, whatever the filter selectivity and however many dead
-rows wait for compaction.
+Exactness. An item's score is the best score among its vectors: the inner product for the
+``cosine`` and ``inner_product`` distances, minus the Euclidean distance for ``l2``
+(``scoring.py``). FAISS (or numpy) finds the best vector hits (``knn_inner_product``, or
+``knn_L2sqr`` for ``l2``), then the hit items are rescored *canonically* (float64, rounded
+once to float32). A FAISS float32 score differs from the exact one by at most ``eps``, so
+hits are fetched until the k-th distinct live item beats the last fetched hit by more than
+``eps``, or every selected row was fetched: never an under-filled or approximate page,
+whatever the filter selectivity and however many dead rows wait for compaction.
 
 Filtering. ``candidates`` (item ids) become their rows: looked up in the directory when
 they are few, found with one vectorised ``isin`` pass per chunk when they are many. Up to
@@ -51,7 +52,7 @@ import numpy.typing as npt
 
 from memlane.vectors.ann import AnnConfig, Graph, IdLog
 from memlane.vectors.directory import Directory
-from memlane.vectors.scoring import best_per_item, canonical, top
+from memlane.vectors.scoring import Scorer, best_per_item, canonical, scorer, top
 from memlane.vectors.storage import (
     ALIVE,
     LOCAL_MASK,
@@ -126,14 +127,15 @@ def _max_norm(vectors: F32) -> float:
 
 
 class VectorIndex:
-    """Exact cosine search over items that each own zero or more vectors (max-pooled scores).
+    """Exact search over items that each own zero or more vectors (max-pooled scores).
 
-    Vectors are expected L2-normalised float32 (the embedder guarantees it); ids are the
-    store's non-negative int64 item ids. Any number of threads may search while one
-    thread at a time writes. ``chunk_rows`` sets the chunk capacity (default ~192 MiB of
-    vectors; tests use small ones); ``background`` lets background threads compact
-    mostly-dead chunks and (re)build the approximate graph; ``ann`` (``AnnConfig`` or its
-    dict) enables that graph.
+    ``distance``: ``"cosine"`` (vectors expected L2-normalised: the embedder does it, and
+    the score is their inner product), ``"inner_product"`` (raw vectors, the raw inner
+    product) or ``"l2"`` (raw vectors, minus the Euclidean distance). Ids are the store's
+    non-negative int64 item ids. Any number of threads may search while one thread at a
+    time writes. ``chunk_rows`` sets the chunk capacity (default ~192 MiB of vectors; tests
+    use small ones); ``background`` lets background threads compact mostly-dead chunks and
+    (re)build the approximate graph; ``ann`` (``AnnConfig`` or its dict) enables that graph.
     """
 
     def __init__(
@@ -143,9 +145,13 @@ class VectorIndex:
         chunk_rows: int | None = None,
         background: bool = True,
         ann: AnnConfig | dict[str, Any] | None = None,
+        distance: str = "cosine",
     ) -> None:
         if isinstance(dims, bool) or not isinstance(dims, int) or dims <= 0:
             raise ValueError(f"dims must be a positive int, got {dims!r}")
+        self._score = scorer(distance)  # a ValueError naming an unknown distance
+        self.distance = distance
+        self._l2 = distance == "l2"
         if chunk_rows is None:
             chunk_rows = chunk_rows_for(dims)
         if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
@@ -203,7 +209,8 @@ class VectorIndex:
         """Bulk-add items (a store reopening): no per-item Python work.
 
         ``item_ids`` (n,) int64 unique, ``counts`` (n,) vectors per item, ``vectors``
-        (sum(counts), dims) float32 L2-normalised, rows grouped by item in order. Items
+        (sum(counts), dims) float32 (L2-normalised for ``cosine``), rows grouped by item in
+        order. Items
         already in the index are replaced.
         """
         ids = np.ascontiguousarray(item_ids, dtype=np.int64).ravel()
@@ -497,7 +504,7 @@ class VectorIndex:
                 snap, log = self._snap, self._ann_state[1]
                 position, removed = log.count, log.removed
             vectors, owners = _live_rows(snap)
-            graph = Graph(self.ann, vectors, owners, threads) if len(owners) else None
+            graph = Graph(self.ann, vectors, owners, threads, l2=self._l2) if len(owners) else None
             del vectors
             with self._write_mutex:
                 log = self._ann_state[1]
@@ -566,7 +573,7 @@ class VectorIndex:
         *,
         exact: bool = False,
     ) -> list[tuple[int, float]]:
-        """Up to ``k`` distinct items by best cosine, best first, ties by smaller id.
+        """Up to ``k`` distinct items by best score, best first, ties by smaller id.
 
         ``candidates`` (item ids; unknown ids are fine) restricts the search to those items.
         A whole-index search uses the approximate graph when one is configured and built,
@@ -667,10 +674,10 @@ class VectorIndex:
         if single:  # one row per item: no max-pooling needed
             return [self._top_rows(block, owners, query, k) for query in q]
         # The block is widened to float64 once for every query of a batch (the ANN delta),
-        # not once per query; each query's scores are still exactly ``canonical``'s.
+        # not once per query; each query's scores are still exactly the canonical ones.
         wide = block.astype(np.float64)
         return [
-            top(*best_per_item(owners, canonical(wide, query)), k) for query in q
+            top(*best_per_item(owners, self._score(wide, query)), k) for query in q
         ]
 
     def _top_rows(self, block: F32, owners: I64, query: F32, k: int) -> Hits:
@@ -679,7 +686,10 @@ class VectorIndex:
         A float32 pass ranks the rows; a row more than ``2 * eps`` below the k-th float32
         score is beaten by k rows even canonically (each score moves by at most ``eps``),
         so only the ~k rows near the top get float64 scores (100 rows: ~13 -> ~4 us).
+        ``l2`` scores every row canonically (at most ``NUMPY_MAX_ROWS`` rows come here).
         """
+        if self._l2:
+            return top(owners, self._score(block, query), k)
         if len(block) > max(2 * k, _PREFILTER_MIN_ROWS):
             rough = block @ query
             kth = np.partition(rough, len(rough) - k)[len(rough) - k]
@@ -688,10 +698,23 @@ class VectorIndex:
         return top(owners, canonical(block, query), k)
 
     def _eps(self, q: F32) -> float:
-        """How far a float32 score may be from the canonical one, for the queries ``q``."""
-        # |float32 dot - exact dot| <= dims * 2**-24 * |q| * |v|; doubled for safety.
+        """How far a FAISS float32 score may be from the exact one, for the queries ``q``."""
         qnorm = float(np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64)).max())
+        if self._l2:
+            # FAISS's squared distance, direct or as |q|^2 + |v|^2 - 2 q.v: its error is at
+            # most dims * 2**-24 * (|q| + |v|)^2; doubled for safety.
+            return self.dims * 2.0**-23 * (self._max_norm + qnorm) ** 2
+        # |float32 dot - exact dot| <= dims * 2**-24 * |q| * |v|; doubled for safety.
         return self.dims * 2.0**-23 * self._max_norm * max(qnorm, 1.0)
+
+    def _beats(self, score: float, floor: float, eps: float) -> bool:
+        """Does a canonical ``score`` beat every row FAISS ranked at or below ``floor`` (its
+        own scale: the inner product, or minus the squared distance for ``l2``)?"""
+        if self._l2:
+            # -score is the distance rounded to float32: squared, it may be 2**-23 below the
+            # exact one; the margin keeps an unfetched row from rounding to a tie.
+            return -(score * score) * (1 + 2.0**-20) > floor + eps
+        return score > floor + eps
 
     def _rows_of(self, candidates: np.ndarray) -> tuple[Snapshot, I64, I64 | None, bool]:
         """A snapshot, the rows (global) of the candidate items live in it, each row's owner
@@ -742,13 +765,15 @@ class VectorIndex:
         eps = self._eps(q)
         pending = np.arange(len(q))
         while len(pending):
-            dist, hits = _knn(snap, q[pending], fetch, sel, threads)
+            dist, hits = _knn(snap, q[pending], fetch, sel, threads, l2=self._l2)
             floor = dist.min(axis=1)
             complete = fetch >= selected
             unsure = []
             for j, qi in enumerate(pending.tolist()):
-                found = _rescore(snap, hits[j], q[qi], k)
-                if complete or (len(found) == k and found[-1][1] > float(floor[j]) + eps):
+                found = _rescore(snap, hits[j], q[qi], k, self._score)
+                if complete or (
+                    len(found) == k and self._beats(found[-1][1], float(floor[j]), eps)
+                ):
                     results[qi] = found
                 else:
                     unsure.append(qi)
@@ -865,9 +890,16 @@ def _by_slot(rows: I64) -> dict[int, I64]:
 
 
 def _knn(
-    snap: Snapshot, q: F32, fetch: int, sel: dict[int, I64] | None, threads: int = 1
+    snap: Snapshot,
+    q: F32,
+    fetch: int,
+    sel: dict[int, I64] | None,
+    threads: int = 1,
+    *,
+    l2: bool = False,
 ) -> tuple[F32, I64]:
-    """The ``fetch`` best rows per query over every chunk (or the selected rows)."""
+    """The ``fetch`` best rows per query over every chunk (or the selected rows), with
+    FAISS's scores: inner products, or minus the squared distances for ``l2``."""
     dists: list[F32] = []
     hits: list[I64] = []
     nq, dims = q.shape
@@ -885,17 +917,13 @@ def _knn(
         selector = None if rows is None else faiss.IDSelectorArray(len(rows), faiss.swig_ptr(rows))
         if threads > 1:
             faiss.omp_set_num_threads(threads if nq * m >= _PARALLEL_MIN_WORK else 1)
-        faiss.knn_inner_product(
-            faiss.swig_ptr(q),
-            faiss.swig_ptr(chunk.vecs),
-            dims,
-            nq,
-            n,
-            kk,
-            faiss.swig_ptr(dist),
-            faiss.swig_ptr(found),
-            selector,
-        )
+        pointers = (faiss.swig_ptr(q), faiss.swig_ptr(chunk.vecs), dims, nq, n, kk)
+        outputs = (faiss.swig_ptr(dist), faiss.swig_ptr(found))
+        if l2:
+            faiss.knn_L2sqr(*pointers, *outputs, None, selector)
+            np.negative(dist, out=dist)  # higher is better, as for inner products
+        else:
+            faiss.knn_inner_product(*pointers, *outputs, selector)
         dists.append(dist)
         hits.append(np.where(found >= 0, found | (slot << SHIFT), -1))
     if len(dists) == 1:
@@ -907,7 +935,7 @@ def _knn(
     return dist, found
 
 
-def _rescore(snap: Snapshot, hits: I64, q: F32, k: int) -> Hits:
+def _rescore(snap: Snapshot, hits: I64, q: F32, k: int, score: Scorer = canonical) -> Hits:
     """Top-k of the live hit items, scored canonically over all of each item's vectors."""
     hits = hits[hits >= 0]
     hits = hits[_gather(snap, hits, "died") > snap.version]
@@ -915,9 +943,9 @@ def _rescore(snap: Snapshot, hits: I64, q: F32, k: int) -> Hits:
         return []
     if snap.single or (_gather(snap, hits, "count") == 1).all():  # hits are the rows
         owners = _gather(snap, hits, "owner")
-        return top(owners, canonical(_gather_vecs(snap, hits), q), k)
+        return top(owners, score(_gather_vecs(snap, hits), q), k)
     heads = np.unique((hits & ~LOCAL_MASK) | _gather(snap, hits, "first"))
     counts = _gather(snap, heads, "count")
     rows = block_rows(heads, counts)
     owners = np.repeat(_gather(snap, heads, "owner"), counts)
-    return top(*best_per_item(owners, canonical(_gather_vecs(snap, rows), q)), k)
+    return top(*best_per_item(owners, score(_gather_vecs(snap, rows), q)), k)

@@ -125,12 +125,15 @@ def apply_migrations(conn: sqlite3.Connection, now_micros: int) -> int:
 def check_index(
     conn: sqlite3.Connection, config: IndexConfig | None, *, disabled: bool, path: str
 ) -> None:
-    """Record the index's dims and fields on first use; refuse an open that would lose meaning.
+    """Record the index's dims, fields and distance on first use; refuse an open that would
+    lose meaning.
 
     A file written with an index keeps vectors: opening it with other dims or fields would mix
-    meanings, and opening it without an index would ignore ``query=`` and leave new items
-    without vectors. ``disabled`` (``index=False``) opens it anyway, deliberately. The first
-    open with an index marks the items already there for embedding (``pending.py``).
+    meanings, another distance would score vectors kept for a different one (unit vectors for
+    ``cosine``, raw ones otherwise), and opening it without an index would ignore ``query=``
+    and leave new items without vectors. ``disabled`` (``index=False``) opens it anyway,
+    deliberately. The first open with an index marks the items already there for embedding
+    (``pending.py``).
     """
     recorded = recorded_index(conn)
     if config is None:
@@ -143,7 +146,7 @@ def check_index(
                 f"what is written is embedded at the next open with the index)"
             )
         return
-    wanted = {"dims": config.dims, "fields": list(config.fields)}
+    wanted = {"dims": config.dims, "fields": list(config.fields), "distance": config.distance}
     if recorded is not None:
         if recorded["dims"] != config.dims:
             raise IndexConfigError(
@@ -157,6 +160,13 @@ def check_index(
                 f"fields={recorded['fields']!r}, or export it and import into a new file "
                 f"with the new fields (memlane export / memlane import)"
             )
+        distance = recorded.get("distance", "cosine")  # files recorded before it: cosine
+        if distance != config.distance:
+            raise IndexConfigError(
+                f"{path} was indexed with distance={distance!r}, not {config.distance!r}: its "
+                f"vectors were kept for that distance. Open it with distance={distance!r}, or "
+                f"export it and import into a new file (memlane export / memlane import)"
+            )
         if recorded == wanted:
             return
     else:  # the first open with an index: items written before it get vectors too
@@ -168,7 +178,8 @@ def check_index(
 
 
 def recorded_index(conn: sqlite3.Connection) -> dict[str, Any] | None:
-    """The index the file was written with (``dims``, and ``fields`` since schema 2)."""
+    """The index the file was written with (``dims``; ``fields`` since schema 2; then
+    ``distance``: absent means ``cosine``)."""
     rows = dict(
         conn.execute("SELECT name, value FROM memlane_meta WHERE name IN ('dims', 'index')")
     )
@@ -182,7 +193,11 @@ def recorded_index(conn: sqlite3.Connection) -> dict[str, Any] | None:
 
 def _describe(recorded: dict[str, Any]) -> str:
     text = f"dims={recorded['dims']}"
-    return f"{text}, fields={recorded['fields']!r}" if "fields" in recorded else text
+    if "fields" in recorded:
+        text += f", fields={recorded['fields']!r}"
+    if recorded.get("distance", "cosine") != "cosine":
+        text += f", distance={recorded['distance']!r}"
+    return text
 
 
 def _statements(script: str) -> list[str]:

@@ -13,11 +13,11 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import aiosqlite
 import anyio
@@ -69,6 +69,7 @@ __all__ = ["SqliteStore", "StoreLockedError"]
 CLOSE_TIMEOUT_S = 120.0
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class StoreLockedError(RuntimeError):
@@ -253,7 +254,9 @@ class SqliteStore(BaseStore):
                 reader_conns.append(conn)
             vectors = scopes = None
             if index_config is not None:
-                vectors, scopes = VectorIndex(index_config.dims, ann=index_config.ann), ScopeMap()
+                config = index_config
+                vectors = VectorIndex(config.dims, ann=config.ann, distance=config.distance)
+                scopes = ScopeMap()
 
                 def load(raw: sqlite3.Connection) -> None:
                     assert vectors is not None and scopes is not None
@@ -403,6 +406,9 @@ class SqliteStore(BaseStore):
         return self._sync_batch(list(ops), "abatch")
 
     def _sync_batch(self, ops: list[Op], async_name: str) -> list[Result]:
+        return self._blocking(lambda: self.abatch(ops), async_name)
+
+    def _blocking(self, call: Callable[[], Coroutine[Any, Any, T]], async_name: str) -> T:
         """Run on the store's loop from another thread; refuse on the loop's own thread."""
         self._check_open()
         if threading.current_thread() is self._loop_thread:
@@ -412,7 +418,7 @@ class SqliteStore(BaseStore):
                 f"blocking would deadlock; use `await store.{async_name}(...)` instead"
             )
         try:
-            future = asyncio.run_coroutine_threadsafe(self.abatch(ops), self._loop)
+            future = asyncio.run_coroutine_threadsafe(call(), self._loop)
         except RuntimeError as exc:  # the loop is gone
             raise StoreClosedError(f"the store's event loop is not running: {exc}") from exc
         return future.result()
@@ -422,6 +428,9 @@ class SqliteStore(BaseStore):
     async def asweep_expired(self) -> int:
         self._check_async()
         return await self._writer.sweep()
+
+    def sweep_expired(self) -> int:
+        return self._blocking(self.asweep_expired, "asweep_expired")
 
     async def _sweep_forever(self, interval_minutes: float) -> None:
         while True:

@@ -1,0 +1,108 @@
+"""The longest event-loop stall of one big call, per store: no call may hold the loop long.
+
+A heartbeat task sleeps 5 ms at a time and records the largest gap between its wake-ups
+while one call runs: an import of 100k items, a batch of 20k puts, reading a 50 MB value,
+a search with ``limit=10**9`` over 100k items, and an ``$or`` filter of 20k branches.
+
+    .venv/bin/python benchmarks/loop_stalls.py
+    .venv/bin/python benchmarks/loop_stalls.py --stores sqlite --items 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from burst import Heartbeat
+
+from memlane import ImportItem, InMemoryStore, PutOp, SqliteStore
+from memlane.store.base import BaseStore
+
+Scenario = Callable[[BaseStore, int], Awaitable[Any]]
+
+
+async def import_items(store: BaseStore, n: int) -> None:
+    now = datetime.now(UTC)
+    items = [ImportItem(("imp", str(i % 100)), f"k{i}", {"text": f"item {i}"}, now, now)
+             for i in range(n)]
+    await store.aimport(items)  # type: ignore[attr-defined]
+
+
+async def batch_puts(store: BaseStore, n: int) -> None:
+    await store.abatch([PutOp(("batch",), f"k{i}", {"text": f"item {i}"}) for i in range(n // 5)])
+
+
+async def big_value(store: BaseStore, n: int) -> None:
+    await store.aget(("big",), "value")
+
+
+async def huge_limit(store: BaseStore, n: int) -> None:
+    await store.asearch(("bulk",), limit=10**9)
+
+
+async def wide_or(store: BaseStore, n: int) -> None:
+    await store.asearch(("bulk",), filter={"$or": [{"n": i} for i in range(20_000)]}, limit=5)
+
+
+SCENARIOS: dict[str, tuple[Scenario, bool]] = {  # name -> (call, needs the bulk data)
+    "aimport of N items": (import_items, False),
+    "abatch of N/5 puts": (batch_puts, False),
+    "aget of a 50 MB value": (big_value, True),
+    "asearch limit=10**9": (huge_limit, True),
+    "asearch $or 20k branches": (wide_or, True),
+}
+
+
+async def fill(store: BaseStore, n: int) -> None:
+    for start in range(0, n, 2_000):
+        await store.abatch([PutOp(("bulk",), f"k{i}", {"text": f"item {i}", "n": i})
+                            for i in range(start, min(n, start + 2_000))])
+    await store.aput(("big",), "value", {"blob": "x" * 50_000_000})
+
+
+async def measure(store: BaseStore, call: Scenario, n: int) -> tuple[float, float]:
+    with Heartbeat() as beat:
+        await asyncio.sleep(0.02)
+        started = time.perf_counter()
+        await call(store, n)
+        elapsed = time.perf_counter() - started
+        await asyncio.sleep(0.01)
+    return elapsed, beat.max_gap
+
+
+async def run(kind: str, folder: Path, n: int) -> None:
+    store: BaseStore
+    if kind == "memory":
+        store = InMemoryStore()
+    else:
+        store = await SqliteStore.open(folder / "stalls.db")
+    try:
+        await fill(store, n)
+        for name, (call, _) in SCENARIOS.items():
+            if name.startswith("aimport") and not hasattr(store, "aimport"):
+                continue
+            elapsed, stall = await measure(store, call, n)
+            print(f"{kind:7s} {name.replace('N', f'{n:,}'):34s} {elapsed * 1000:8.1f} ms, "
+                  f"longest loop stall {stall * 1000:7.1f} ms")
+    finally:
+        await store.aclose()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--stores", nargs="+", default=["memory", "sqlite"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in args.stores:
+            await run(kind, Path(tmp), args.items)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
