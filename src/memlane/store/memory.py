@@ -27,11 +27,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import anyio.to_thread
 import numpy as np
 import orjson
 
 from memlane.store.base import BaseStore
 from memlane.store.combiner import WriteCombiner
+from memlane.store.heavy import BIG_VALUE_CHARS, is_heavy
 from memlane.store.indexing import Indexer, PutVectors
 from memlane.store.isolate import call_isolating
 from memlane.store.namespaces import list_matching_namespaces
@@ -41,6 +43,7 @@ from memlane.store.ops import (
     PreparedOp,
     PreparedPut,
     PreparedSearch,
+    as_op_list,
     prepare_ops,
 )
 from memlane.store.timestamps import Clock, from_micros
@@ -191,7 +194,12 @@ class InMemoryStore(BaseStore):
         return self._execute(plan, outcomes, queries)
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        ops = as_op_list(ops)
+        if is_heavy(ops):
+            return await anyio.to_thread.run_sync(self.batch, ops)  # see heavy.py
         plan = self._plan(ops)
+        if self._holds_big_value(plan):
+            return await anyio.to_thread.run_sync(self.batch, ops)
         if plan.ops and all(isinstance(op, PreparedPut) for op in plan.ops):
             # Writes only (the usual aput): one batch with everyone else writing now.
             await self._combiner.submit(plan)
@@ -224,6 +232,15 @@ class InMemoryStore(BaseStore):
                 jobs = self._finish_reads(results, jobs, hits)
             return results
         return self._execute(plan, outcomes, queries)
+
+    def _holds_big_value(self, plan: _Plan) -> bool:
+        """Whether a get of ``plan`` would decode a value too big to decode on the loop."""
+        for op in plan.ops:
+            if isinstance(op, PreparedGet):
+                record = self._namespaces.get(op.namespace, {}).get(op.key)
+                if record is not None and len(record.encoded) > BIG_VALUE_CHARS:
+                    return True
+        return False
 
     async def _aembed_puts(self, plan: _Plan) -> list[PutVectors]:
         """The vectors of ``plan``'s writes, from one embed call."""

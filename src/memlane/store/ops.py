@@ -290,10 +290,16 @@ def prepare_ops(
     ops: Any, ttl_config: TTLConfig | None = None, *, queries: bool = True
 ) -> list[PreparedOp]:
     """Check a whole batch before any of it runs, so a bad op applies nothing."""
+    return [prepare_op(op, ttl_config, queries=queries) for op in as_op_list(ops)]
+
+
+def as_op_list(ops: Any) -> list[Any]:
+    """``ops`` as a list (a generator is read once), refusing a dict or a string."""
+    if isinstance(ops, list):
+        return ops
     if isinstance(ops, dict | str | bytes):
         raise TypeError(f"ops must be an iterable of store operations, got {ops!r:.60}")
     try:
-        items = list(ops)
+        return list(ops)
     except TypeError:
         raise TypeError(f"ops must be an iterable of store operations, got {ops!r:.60}") from None
-    return [prepare_op(op, ttl_config, queries=queries) for op in items]

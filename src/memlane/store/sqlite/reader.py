@@ -22,9 +22,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import aiosqlite
+import anyio.to_thread
 import numpy as np
 import orjson
 
+from memlane.store.heavy import BIG_VALUE_CHARS
 from memlane.store.namespaces import list_matching_namespaces
 from memlane.store.ops import PreparedList, PreparedSearch
 from memlane.store.sqlite.codec import (
@@ -162,6 +164,8 @@ class Readers:
                     return None
                 if refresh and row[6] is not None:
                     self._touch([row[0]], now)
+                if len(row[3]) > BIG_VALUE_CHARS:  # see heavy.py
+                    return await anyio.to_thread.run_sync(row_to_item, row)
                 return row_to_item(row)
         # Checked here, with no await before the append: a get queued once ``shut`` has
         # run would be flushed on a connection the store is about to close.

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -24,12 +25,14 @@ import anyio
 from anyio.from_thread import start_blocking_portal
 
 from memlane.store.base import BaseStore
+from memlane.store.heavy import MANY_OPS, is_heavy
 from memlane.store.indexing import Indexer
 from memlane.store.ops import (
     PreparedGet,
     PreparedList,
     PreparedPut,
     PreparedSearch,
+    as_op_list,
     prepare_get,
     prepare_ops,
     prepare_put,
@@ -333,7 +336,9 @@ class SqliteStore(BaseStore):
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         self._check_async()
-        prepared = prepare_ops(ops, self.ttl_config, queries=self._queries)
+        ops = as_op_list(ops)
+        check = partial(prepare_ops, ops, self.ttl_config, queries=self._queries)
+        prepared = await anyio.to_thread.run_sync(check) if is_heavy(ops) else check()
         results: list[Result] = [None] * len(prepared)
         puts: list[PreparedPut] = []
         for row, op in enumerate(prepared):
@@ -385,21 +390,12 @@ class SqliteStore(BaseStore):
         writes still get newer ``updated_at`` stamps than any imported one.
         """
         self._check_async()
+        items = list(items)
         now = self._clock.now()
-        puts: list[PreparedPut] = []
-        for item in items:
-            put = prepare_put(item.namespace, item.key, item.value, None, item.ttl_minutes, None)
-            created, updated = _aware_micros(item.created_at), _aware_micros(item.updated_at)
-            if item.expires_at is not None:
-                expires: float | None = _aware_micros(item.expires_at) / 1_000_000
-            elif item.ttl_minutes is not None:
-                expires = now + float(item.ttl_minutes) * 60
-            else:
-                expires = None
-            put.imported = (created, updated, expires)
-            puts.append(put)
-            self._clock.observe(updated)
+        check = partial(_prepare_imports, items, now)
+        puts = await anyio.to_thread.run_sync(check) if len(items) > MANY_OPS else check()
         if puts:
+            self._clock.observe(max(put.imported[1] for put in puts if put.imported))
             await self._writer.write(puts)
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
@@ -542,6 +538,23 @@ class _Opening:
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _prepare_imports(items: list[ImportItem], now: float) -> list[PreparedPut]:
+    """Check and serialise imported items, keeping their own timestamps and expiry."""
+    puts: list[PreparedPut] = []
+    for item in items:
+        put = prepare_put(item.namespace, item.key, item.value, None, item.ttl_minutes, None)
+        created, updated = _aware_micros(item.created_at), _aware_micros(item.updated_at)
+        if item.expires_at is not None:
+            expires: float | None = _aware_micros(item.expires_at) / 1_000_000
+        elif item.ttl_minutes is not None:
+            expires = now + float(item.ttl_minutes) * 60
+        else:
+            expires = None
+        put.imported = (created, updated, expires)
+        puts.append(put)
+    return puts
 
 
 def _refuse_foreign(db_path: Path) -> None:

@@ -24,15 +24,16 @@ import logging
 import math
 import os
 import sqlite3
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+import anyio.to_thread
 import numpy as np
 
-from memlane.store.indexing import Indexer
+from memlane.store.indexing import EmbedPlan, Indexer
 from memlane.store.isolate import call_isolating
 from memlane.store.ops import PreparedPut
 from memlane.store.settle import settle_fairly
@@ -117,6 +118,26 @@ Request = WriteRequest | TouchRequest | SweepRequest
 EXPRESS_AFTER_S = 0.2
 
 
+# A batch of more puts than this is prepared in slices, yielding to the loop between them
+# (a 100k-item import would otherwise hold the loop for a tenth of a second).
+SLICE = 4_096
+
+X = TypeVar("X")
+Y = TypeVar("Y")
+
+
+async def _in_slices(items: list[X], convert: Callable[[list[X]], list[Y]]) -> list[Y]:
+    """``convert(items)``, ``SLICE`` items at a time, letting other tasks run in between."""
+    if len(items) <= SLICE:
+        return convert(items)
+    out: list[Y] = []
+    for start in range(0, len(items), SLICE):
+        if start:
+            await asyncio.sleep(0)
+        out.extend(convert(items[start : start + SLICE]))
+    return out
+
+
 def _keys(requests: list[Request]) -> set[tuple[tuple[str, ...], str]]:
     return {
         (put.namespace, put.key)
@@ -163,6 +184,7 @@ class _Changes:
     left: list[tuple[str, int]] = field(default_factory=list)
     expiries: list[float] = field(default_factory=list)  # expires_at of rows written
     expiry_floor: float | None = None  # after a sweep: the earliest expires_at left
+    written: int = 0  # about how many bytes the rows took (for the WAL checkpoint)
 
 
 _UPSERT = """
@@ -369,13 +391,17 @@ class Writer:
             for item_id in r.item_ids
         ]
         sweeps = [r for r in batch if isinstance(r, SweepRequest)]
-        entries = [_Entry(n, put) for n, request in enumerate(writes) for put in request.puts]
+        numbered = [(n, put) for n, request in enumerate(writes) for put in request.puts]
+        entries = await _in_slices(numbered, lambda part: [_Entry(n, put) for n, put in part])
         failed: dict[int, BaseException] = {}
         if self._indexer is not None:
             survivors = await self._express(self._embed(entries, failed), batch)
+        elif len(entries) > SLICE:
+            survivors = await anyio.to_thread.run_sync(_coalesce, entries, failed)
         else:
             survivors = _coalesce(entries, failed)
-        stamps = [self._clock.next_stamp() for _ in survivors]
+        stamp = self._clock.next_stamp
+        stamps = await _in_slices(survivors, lambda part: [stamp() for _ in part])
         return _Prepared(writes, touches, sweeps, entries, survivors, failed, stamps)
 
     async def _finish(self, batch: _Prepared) -> None:
@@ -497,10 +523,16 @@ class Writer:
         return [None] * len(groups)
 
     async def _embed_entries(self, group: list[_Entry]) -> None:
-        assert self._indexer is not None
-        plan = self._indexer.plan([(e.put, e.put.value()) for e in group])
-        embedded = await self._indexer.embedder.aembed_texts(plan.texts) if plan.texts else None
-        for entry, outcome in zip(group, plan.split(embedded, self._indexer.dims), strict=True):
+        indexer = self._indexer
+        assert indexer is not None
+
+        def plan_texts() -> EmbedPlan:
+            return indexer.plan([(e.put, e.put.value()) for e in group])
+
+        # Decoding thousands of values to find their texts is work for a thread.
+        plan = await anyio.to_thread.run_sync(plan_texts) if len(group) > SLICE else plan_texts()
+        embedded = await indexer.embedder.aembed_texts(plan.texts) if plan.texts else None
+        for entry, outcome in zip(group, plan.split(embedded, indexer.dims), strict=True):
             entry.vectors, entry.error, entry.embedded = outcome.vectors, outcome.error, True
 
     # ---- the transaction -----------------------------------------------------------------
@@ -607,8 +639,7 @@ class Writer:
         never turns into copying megabytes on the event loop. The WAL file's size is no
         guide (it is reused, not shrunk), so the writer counts what it wrote.
         """
-        written = sum(len(e.put.encoded or b"") + 200 for e in entries)
-        written += sum(vectors.nbytes for _, vectors in changes.upserted)
+        written = changes.written + sum(vectors.nbytes for _, vectors in changes.upserted)
         self._since_checkpoint += written * 2  # pages of the table and its indexes
         if self._since_checkpoint >= self._checkpoint_bytes:
             self._since_checkpoint = 0
@@ -767,6 +798,7 @@ def _write_entries(
     for entry, stamp in zip(entries, stamps, strict=True):
         put = entry.put
         namespace = encode_namespace(put.namespace)
+        changes.written += len(put.encoded or b"") + 200
         if put.encoded is None:
             deletes.append((namespace, put.key))
             continue
