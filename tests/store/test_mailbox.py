@@ -58,3 +58,25 @@ async def test_a_waiter_cancelled_after_its_wake_up_wakes_the_next() -> None:
     woken.cancel()  # before it ran: its wake-up must go to ``nxt``
     await asyncio.wait_for(nxt, 1)
     assert await mailbox.get_batch(10) == ["next"]
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_wait_leaves_a_newer_wait_to_be_woken() -> None:
+    """The writer cancels a ``wait`` once an embed call ends; that wait's clean-up runs
+    later and must not forget the getter of the ``get_batch`` that came after it (the
+    writer then slept through ``close`` and the store never closed)."""
+    mailbox: Mailbox[str] = Mailbox(10)
+    stale = asyncio.ensure_future(mailbox.wait())
+    await asyncio.sleep(0)
+
+    async def writer_step() -> list[str]:
+        stale.cancel()  # as the writer does: its clean-up runs after this step
+        return await mailbox.get_batch(10)
+
+    newer = asyncio.ensure_future(writer_step())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert stale.cancelled()
+    mailbox.close()
+    assert await asyncio.wait_for(newer, 1) == []
+    assert mailbox.take(5) == []
