@@ -326,6 +326,23 @@ def test_a_missing_key_fails_at_create_time_naming_the_variable(
         create_agent(model="openai:gpt-4o", tools=[weather])
 
 
+async def test_openai_base_url_from_the_environment_reaches_a_local_server(
+    monkeypatch: pytest.MonkeyPatch, wire_server: StartServer
+) -> None:
+    """As the README shows: ``OPENAI_BASE_URL`` alone points ``openai:`` models at a
+    compatible server (Ollama, vLLM, LM Studio), no key needed."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server = wire_server(openai_brain)
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{server.url}/v1")
+    model = init_chat_model("openai:local-llama", backoff=0.001)
+    result = await create_agent(model, [weather]).ainvoke({"messages": ["hi"]})
+    assert result["messages"][-1].content == "Tool: sunny in Paris"
+    assert server.requests[0].body["model"] == "local-llama"
+    close = getattr(model, "aclose", None)
+    assert close is not None
+    await close()
+
+
 async def test_base_url_reaches_a_local_server_without_a_key(
     monkeypatch: pytest.MonkeyPatch, wire_server: StartServer
 ) -> None:
