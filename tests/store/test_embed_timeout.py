@@ -61,32 +61,32 @@ async def test_a_hung_embed_call_fails_its_callers_once_without_halving(
 
 
 async def test_writes_needing_no_embedding_commit_beside_a_hung_embed_call(
-    tmp_path: Path,
+    make_store: StoreFactory,
 ) -> None:
     embed = HungEmbedder()
-    async with SqliteStore.open(tmp_path / "s.db", index=index_with(embed, None)) as store:
-        await store.aput(("ns",), "old", {"text": "x"}, index=False)
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(store.aput, ("ns",), "slow", {"text": "apple"})
-            with anyio.fail_after(10):
-                await embed.started.wait()
-            same_key_done = anyio.Event()
+    store = await make_store(index=index_with(embed, None))
+    await store.aput(("ns",), "old", {"text": "x"}, index=False)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(store.aput, ("ns",), "slow", {"text": "apple"})
+        with anyio.fail_after(10):
+            await embed.started.wait()
+        same_key_done = anyio.Event()
 
-            async def same_key() -> None:  # must wait: it follows the hung put to "slow"
-                await store.aput(("ns",), "slow", {"text": "last"}, index=False)
-                same_key_done.set()
+        async def same_key() -> None:  # must wait: it follows the hung put to "slow"
+            await store.aput(("ns",), "slow", {"text": "last"}, index=False)
+            same_key_done.set()
 
-            tasks.start_soon(same_key)
-            with anyio.fail_after(10):  # the embed call is still hung meanwhile
-                await store.aput(("ns",), "quick", {"text": "y"}, index=False)
-                await store.adelete(("ns",), "old")
-                await store.aput(("ns",), "empty", {"other": "no text field"})
-            assert not embed.release.is_set() and not same_key_done.is_set()
-            assert await store.aget(("ns",), "old") is None
-            assert (await store.aget(("ns",), "quick")) is not None
-            embed.release.set()
-        item = await store.aget(("ns",), "slow")
-        assert item is not None and item.value == {"text": "last"}, "per-key order kept"
+        tasks.start_soon(same_key)
+        with anyio.fail_after(10):  # the embed call is still hung meanwhile
+            await store.aput(("ns",), "quick", {"text": "y"}, index=False)
+            await store.adelete(("ns",), "old")
+            await store.aput(("ns",), "empty", {"other": "no text field"})
+        assert not embed.release.is_set() and not same_key_done.is_set()
+        assert await store.aget(("ns",), "old") is None
+        assert (await store.aget(("ns",), "quick")) is not None
+        embed.release.set()
+    item = await store.aget(("ns",), "slow")
+    assert item is not None and item.value == {"text": "last"}, "per-key order kept"
 
 
 async def test_close_has_a_deadline_with_a_hung_embed_call(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -159,6 +160,8 @@ class InMemoryStore(BaseStore):
         self._bucket_ids: dict[tuple[str, ...], np.ndarray] = {}  # see _ids_of
         self._coalescer = SearchCoalescer(self._vectors) if self._vectors is not None else None
         self._combiner: WriteCombiner[_Plan] = WriteCombiner(self._write_batch)
+        # (namespace, key) of the writes queued in or run by the combiner, with counts
+        self._combining: Counter[tuple[tuple[str, ...], str]] = Counter()
         self._index_puts: dict[int, np.ndarray] = {}  # index changes of the running batch
         self._index_drops: list[int] = []
         self._by_id: dict[int, _Record] = {}
@@ -201,8 +204,22 @@ class InMemoryStore(BaseStore):
         if self._holds_big_value(plan):
             return await anyio.to_thread.run_sync(self.batch, ops)
         if plan.ops and all(isinstance(op, PreparedPut) for op in plan.ops):
+            keys = [(put.namespace, put.key) for put in plan.writes]
+            if self._needs_no_embedding(plan) and not any(k in self._combining for k in keys):
+                # Nothing to embed and no queued write to these keys: no reason to wait
+                # behind an embed call (a slow provider holds up only what needs it).
+                await asyncio.sleep(0)
+                self._execute(plan, [], {})
+                return [None] * len(plan.ops)
             # Writes only (the usual aput): one batch with everyone else writing now.
-            await self._combiner.submit(plan)
+            self._combining.update(keys)
+            try:
+                await self._combiner.submit(plan)
+            finally:
+                self._combining.subtract(keys)
+                for key in keys:
+                    if self._combining[key] <= 0:
+                        del self._combining[key]
             return [None] * len(plan.ops)
         vector_reads = bool(plan.query_rows) and not plan.writes and self._indexer is not None
         if not vector_reads:
@@ -232,6 +249,15 @@ class InMemoryStore(BaseStore):
                 jobs = self._finish_reads(results, jobs, hits)
             return results
         return self._execute(plan, outcomes, queries)
+
+    def _needs_no_embedding(self, plan: _Plan) -> bool:
+        """True for an indexed store's writes that embed nothing (deletes, ``index=False``,
+        values without the indexed fields)."""
+        indexer = self._indexer
+        return indexer is not None and not any(
+            not put.is_delete and indexer.texts_for(put.index, value)
+            for put, value in zip(plan.writes, plan.values, strict=True)
+        )
 
     def _holds_big_value(self, plan: _Plan) -> bool:
         """Whether a get of ``plan`` would decode a value too big to decode on the loop."""
