@@ -78,7 +78,7 @@ _ALLOWED: Final = f"field operators {', '.join(_FIELD_OPS)}; logical operators $
 
 MAX_DEPTH: Final = 20
 """Most levels a filter may nest (see the module docstring for what counts as a level)."""
-MAX_NODES: Final = 6_000
+MAX_NODES: Final = 2_000
 """Most conditions, logical operators and operand items a filter may hold."""
 _GROUP: Final = 16  # SQL joins at most this many terms flat, then nests balanced groups
 
