@@ -809,8 +809,8 @@ def _one_of(values: Sequence[Any]) -> _Frag:
     number of values: no "too many SQL variables", no expression per value)."""
     if len(values) == 1:
         return _frag(" IN (", _Param(values[0]), ")")
-    return _frag(f" IN (SELECT {_MEMBER}.value FROM json_each(", _Param(orjson.dumps(values).decode()),
-                 f") AS {_MEMBER})")
+    array = _Param(orjson.dumps(values).decode())
+    return _frag(f" IN (SELECT {_MEMBER}.value FROM json_each(", array, f") AS {_MEMBER})")
 
 
 def _sql_in(loc: _Loc, operands: Sequence[Any]) -> _Frag:
