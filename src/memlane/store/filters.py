@@ -28,6 +28,20 @@ the in-memory and SQLite stores behave alike. Decisions taken where the contract
   beyond signed 64 bits in a stored value compares as the nearest float, and a string range test
   sees a stored string only up to its first U+0000 (equality is exact: it compares JSON text).
 
+Limits, checked by ``parse_filter`` and so raised as the same ``ValueError`` by every store:
+a filter nests at most ``MAX_DEPTH`` (20) levels and holds at most ``MAX_NODES`` (2,000) nodes.
+A level is each ``$and``, ``$or``, ``$not``, dict of several conditions, test on a field and list
+or dict inside an operand, and a list of more than 16 items is one more level per factor of 16
+(the SQL nests it as a balanced tree of groups, under ``SQLITE_MAX_EXPR_DEPTH``); the depth is
+checked before recursing, so a filter nested 10,000 deep raises no ``RecursionError``. 20 is
+below what SQLite 3.40's fixed 100-entry parser stack compiles for the costliest shapes (24).
+A node is each condition, logical operator, and item of a list or dict operand; the values of
+one ``$in``/``$nin`` list do not count (they are one JSON parameter read by ``json_each``, so
+100,000 values are fine), and ``$or`` branches that test equality on one field merge into one
+``$in`` (an ``$or`` of 20,000 ids is one node). 2,000 nodes bind at most ~10,000 parameters:
+within the 32,766 of most builds, and SQLite 3.40 compiles parameters in quadratic time (10,000
+take ~0.7 s).
+
 ``to_sql`` expects the column to hold ``orjson.dumps(value)`` as TEXT and to be qualified
 (``items.value``), because inside ``json_each`` a bare ``value`` names the table function's own
 column. Every key and operand is passed as a ``?`` parameter, never spliced into the SQL text.
@@ -103,8 +117,9 @@ def _levels(width: int) -> int:
 def _too_deep(depth: str) -> ValueError:
     return ValueError(
         f"filter nests {depth} levels deep, over the limit of {MAX_DEPTH} (MAX_DEPTH): "
-        f"each $and, $or, $not, dict of several conditions, and list or dict inside a value is "
-        f"a level, and a list of more than {_GROUP} items one more level per factor of {_GROUP}"
+        f"each $and, $or, $not, dict of several conditions, test on a field, and list or dict "
+        f"inside a value is a level, and a list of more than {_GROUP} items one more level per "
+        f"factor of {_GROUP}"
     )
 
 
