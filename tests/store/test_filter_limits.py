@@ -123,13 +123,12 @@ NESTINGS: list[Callable[[int], dict[str, Any]]] = [
 
 
 def deepest_accepted(nest: Callable[[int], dict[str, Any]]) -> int:
-    depth = 0
-    while True:
+    for depth in range(4 * MAX_DEPTH):
         try:
             parse_filter(nest(depth + 1))
         except ValueError:
             return depth
-        depth += 1
+    raise AssertionError(f"{nest.__name__} nested {4 * MAX_DEPTH} deep is accepted")
 
 
 @pytest.mark.parametrize("nest", NESTINGS, ids=lambda f: f.__name__)
@@ -188,14 +187,16 @@ async def test_costly_shapes_at_the_depth_limit_answer_alike(
 ) -> None:
     store = await make_store()
     items = await fill(store)
-    spec, i = LEAVES[leaf], 0
-    while True:
+    spec = LEAVES[leaf]
+    for i in range(4 * MAX_DEPTH):
         try:
             parse_filter(deeper := WRAPS[wrap](spec, i))
         except ValueError as error:
             assert "MAX_DEPTH" in str(error)
             break
-        spec, i = deeper, i + 1
+        spec = deeper
+    else:
+        raise AssertionError(f"nested {4 * MAX_DEPTH} deep is accepted")
     assert i > 0
     assert await keys(store, spec) == expected(items, spec)
 
@@ -229,6 +230,7 @@ def test_the_largest_filters_fit_the_default_sqlite_variable_limit(leaf: int) ->
 
     count = 1
     while True:
+        assert count < 4 * MAX_NODES, "no node limit"
         try:
             parse_filter({"$and": branches(count * 2)})
         except ValueError:
