@@ -502,6 +502,30 @@ def test_predicate_and_sql_agree(case: tuple[list[dict[str, Any]], dict[str, Any
     assert py_matches(flt, docs) == sql_matches(flt, docs)
 
 
+@st.composite
+def wide_cases(draw: st.DrawFn) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Lists wider than one SQL group (16): $and/$or of many branches, some of them equalities
+    on one field (an $or merges those into one $in), and long $in/$nin lists (json_each)."""
+    docs = draw(st.lists(documents, min_size=1, max_size=5))
+    pool = Pool(docs)
+    path = draw(st.sampled_from(pool.paths)) if pool.paths else "a"
+    equalities = st.builds(lambda x: {path: plain(x)}, operands(pool, path))
+    branches = draw(st.lists(filters(pool, 1) | equalities, min_size=17, max_size=40))
+    many = draw(st.lists(operands(pool, path), min_size=2, max_size=40))
+    branches.append({path: {draw(st.sampled_from(["$in", "$nin"])): many}})
+    return docs, {draw(st.sampled_from(["$and", "$or"])): branches}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(wide_cases())
+def test_predicate_and_sql_agree_on_wide_filters(
+    case: tuple[list[dict[str, Any]], dict[str, Any]],
+) -> None:
+    docs, spec = case
+    flt = parse_filter(spec)
+    assert py_matches(flt, docs) == sql_matches(flt, docs)
+
+
 @settings(max_examples=150, deadline=None)
 @given(documents, st.data())
 def test_equality_is_structural(doc: dict[str, Any], data: st.DataObject) -> None:

@@ -28,6 +28,20 @@ the in-memory and SQLite stores behave alike. Decisions taken where the contract
   beyond signed 64 bits in a stored value compares as the nearest float, and a string range test
   sees a stored string only up to its first U+0000 (equality is exact: it compares JSON text).
 
+Limits, checked by ``parse_filter`` and so raised as the same ``ValueError`` by every store:
+a filter nests at most ``MAX_DEPTH`` (20) levels and holds at most ``MAX_NODES`` (2,000) nodes.
+A level is each ``$and``, ``$or``, ``$not``, dict of several conditions, test on a field and list
+or dict inside an operand, and a list of more than 16 items is one more level per factor of 16
+(the SQL nests it as a balanced tree of groups, under ``SQLITE_MAX_EXPR_DEPTH``); the depth is
+checked before recursing, so a filter nested 10,000 deep raises no ``RecursionError``. 20 is
+below what SQLite 3.40's fixed 100-entry parser stack compiles for the costliest shapes (24).
+A node is each condition, logical operator, and item of a list or dict operand; the values of
+one ``$in``/``$nin`` list do not count (they are one JSON parameter read by ``json_each``, so
+100,000 values are fine), and ``$or`` branches that test equality on one field merge into one
+``$in`` (an ``$or`` of 20,000 ids is one node). 2,000 nodes bind at most ~10,000 parameters:
+within the 32,766 of most builds, and SQLite 3.40 compiles parameters in quadratic time (10,000
+take ~0.7 s).
+
 ``to_sql`` expects the column to hold ``orjson.dumps(value)`` as TEXT and to be qualified
 (``items.value``), because inside ``json_each`` a bare ``value`` names the table function's own
 column. Every key and operand is passed as a ``?`` parameter, never spliced into the SQL text.
@@ -37,6 +51,7 @@ from __future__ import annotations
 
 import math
 import operator
+import reprlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -74,6 +89,45 @@ _FIELD_OPS: Final = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", 
                      "$contains")
 _LOGIC_OPS: Final = ("$and", "$or", "$not")
 _ALLOWED: Final = f"field operators {', '.join(_FIELD_OPS)}; logical operators $and, $or, $not"
+
+MAX_DEPTH: Final = 20
+"""Most levels a filter may nest (see the module docstring for what counts as a level)."""
+MAX_NODES: Final = 2_000
+"""Most conditions, logical operators and operand items a filter may hold."""
+_GROUP: Final = 16  # SQL joins at most this many terms flat, then nests balanced groups
+
+_SHOW: Final = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxstring, _SHOW.maxother = 3, 60, 60
+
+
+def _show(value: Any) -> str:
+    """A short repr for error messages; safe on values nested thousands of levels deep."""
+    return _SHOW.repr(value)[:80]
+
+
+def _levels(width: int) -> int:
+    """SQL nesting levels of a list of ``width`` terms, joined in groups of ``_GROUP``."""
+    levels = 1
+    while width > _GROUP:
+        width = -(-width // _GROUP)
+        levels += 1
+    return levels
+
+
+def _too_deep(depth: str) -> ValueError:
+    return ValueError(
+        f"filter nests {depth} levels deep, over the limit of {MAX_DEPTH} (MAX_DEPTH): "
+        f"each $and, $or, $not, dict of several conditions, test on a field, and list or dict "
+        f"inside a value is a level, and a list of more than {_GROUP} items one more level per "
+        f"factor of {_GROUP}"
+    )
+
+
+def _enter(depth: int) -> int:
+    """The depth one level down, refused beyond ``MAX_DEPTH`` before recursing further."""
+    if depth >= MAX_DEPTH:
+        raise _too_deep(f"more than {MAX_DEPTH}")
+    return depth + 1
 
 # ---------------------------------------------------------------------------------------------
 # AST
@@ -134,22 +188,28 @@ def parse_filter(spec: Mapping[str, Any] | None) -> Filter:
     if not isinstance(spec, Mapping):
         raise ValueError(
             f"filter must be a dict such as {{'field': value}} or None, "
-            f"got {type(spec).__name__} {spec!r:.80}"
+            f"got {type(spec).__name__} {_show(spec)}"
         )
-    return Filter(_parse_filter_dict(spec))
+    node = _parse_filter_dict(spec, 0)
+    _check_size(node)
+    return Filter(node)
 
 
-def _parse_filter_dict(spec: Mapping[Any, Any]) -> _Node:
+def _parse_filter_dict(spec: Mapping[Any, Any], depth: int) -> _Node:
+    """``depth`` counts the levels above; each is checked before recursing (no RecursionError
+    on a filter nested thousands deep)."""
+    if len(spec) > 1:
+        depth = _enter(depth)
     nodes: list[_Node] = []
     for key, condition in spec.items():
         if not isinstance(key, str):
-            raise ValueError(f"filter keys must be strings, got {key!r}")
+            raise ValueError(f"filter keys must be strings, got {_show(key)}")
         if key in ("$and", "$or"):
-            nodes.append(_parse_logic_list(key, condition))
+            nodes.append(_parse_logic_list(key, condition, depth))
         elif key == "$not":
             if not isinstance(condition, Mapping):
-                raise ValueError(f"'$not' takes a filter dict, got {condition!r:.80}")
-            nodes.append(_Not(_parse_filter_dict(condition)))
+                raise ValueError(f"'$not' takes a filter dict, got {_show(condition)}")
+            nodes.append(_Not(_parse_filter_dict(condition, _enter(depth))))
         elif key.startswith("$"):
             if key in _FIELD_OPS:
                 raise ValueError(
@@ -158,19 +218,38 @@ def _parse_filter_dict(spec: Mapping[Any, Any]) -> _Node:
                 )
             raise ValueError(f"unknown filter operator {key!r}; allowed: {_ALLOWED}")
         else:
-            nodes.extend(_parse_condition(_parse_field_path(key), key, condition))
+            nodes.extend(_parse_condition(_parse_field_path(key), key, condition, depth))
     return nodes[0] if len(nodes) == 1 else _And(tuple(nodes))
 
 
-def _parse_logic_list(op: str, condition: Any) -> _Node:
+def _parse_logic_list(op: str, condition: Any, depth: int) -> _Node:
     if (
         not isinstance(condition, list | tuple)
         or not condition
         or not all(isinstance(sub, Mapping) for sub in condition)
     ):
-        raise ValueError(f"{op!r} takes a non-empty list of filter dicts, got {condition!r:.80}")
-    children = tuple(_parse_filter_dict(sub) for sub in condition)
-    return _And(children) if op == "$and" else _Or(children)
+        raise ValueError(f"{op!r} takes a non-empty list of filter dicts, got {_show(condition)}")
+    depth = _enter(depth)
+    children = tuple(_parse_filter_dict(sub, depth) for sub in condition)
+    return _And(children) if op == "$and" else _Or(_merge_equalities(children))
+
+
+def _merge_equalities(children: tuple[_Node, ...]) -> tuple[_Node, ...]:
+    """``$or`` branches testing equality on one field become one ``$in`` (same answers, and a
+    20,000-branch ``$or`` of ids compiles to one ``json_each`` parameter)."""
+    merged: dict[tuple[str, ...], list[Any]] = {}
+    out: list[_Node | tuple[str, ...]] = []
+    for child in children:
+        if isinstance(child, _In):
+            if child.path not in merged:
+                merged[child.path] = []
+                out.append(child.path)
+            merged[child.path].extend(child.operands)
+        else:
+            out.append(child)
+    if len(out) == len(children):
+        return children
+    return tuple(_In(n, tuple(merged[n])) if isinstance(n, tuple) else n for n in out)
 
 
 def _parse_field_path(key: str) -> tuple[str, ...]:
@@ -186,41 +265,43 @@ def _parse_field_path(key: str) -> tuple[str, ...]:
     return parts
 
 
-def _parse_condition(path: tuple[str, ...], key: str, condition: Any) -> list[_Node]:
+def _parse_condition(
+    path: tuple[str, ...], key: str, condition: Any, depth: int
+) -> list[_Node]:
     if not isinstance(condition, Mapping) or not any(
         isinstance(k, str) and k.startswith("$") for k in condition
     ):
-        return [_In(path, (_json_operand(condition, key),))]
+        return [_In(path, (_json_operand(condition, key, depth),))]
     plain = [k for k in condition if not (isinstance(k, str) and k.startswith("$"))]
     if plain:
         raise ValueError(
-            f"filter on {key!r} mixes operators with plain keys {plain!r}: use only operators "
-            f"({', '.join(_FIELD_OPS)}) or only plain keys (structural equality)"
+            f"filter on {key!r} mixes operators with plain keys {_show(plain)}: use only "
+            f"operators ({', '.join(_FIELD_OPS)}) or only plain keys (structural equality)"
         )
-    return [_parse_operator(path, key, op, operand) for op, operand in condition.items()]
+    return [_parse_operator(path, key, op, operand, depth) for op, operand in condition.items()]
 
 
-def _parse_operator(path: tuple[str, ...], key: str, op: str, operand: Any) -> _Node:
+def _parse_operator(path: tuple[str, ...], key: str, op: str, operand: Any, depth: int) -> _Node:
     where = f"{op!r} on {key!r}"
     if op in ("$eq", "$ne"):
-        node: _Node = _In(path, (_json_operand(operand, where),))
+        node: _Node = _In(path, (_json_operand(operand, where, depth),))
         return _Not(node) if op == "$ne" else node
     if op in ("$in", "$nin"):
         if not isinstance(operand, list | tuple):
-            raise ValueError(f"{where} takes a list of values, got {operand!r:.80}")
-        node = _In(path, tuple(_json_operand(item, where) for item in operand))
+            raise ValueError(f"{where} takes a list of values, got {_show(operand)}")
+        node = _In(path, tuple(_json_operand(item, where, depth) for item in operand))
         return _Not(node) if op == "$nin" else node
     if op in _RANGE_OPS:
         if isinstance(operand, bool) or not isinstance(operand, int | float | str):
-            raise ValueError(f"{where} takes a number or a string, got {operand!r:.80}")
-        return _Range(path, op, _json_operand(operand, where))
+            raise ValueError(f"{where} takes a number or a string, got {_show(operand)}")
+        return _Range(path, op, _json_operand(operand, where, depth))
     if op == "$exists":
         if not isinstance(operand, bool):
-            raise ValueError(f"{where} takes True or False, got {operand!r:.80}")
+            raise ValueError(f"{where} takes True or False, got {_show(operand)}")
         return _Exists(path, operand)
     if op == "$contains":
         items = operand if isinstance(operand, list | tuple) else [operand]
-        return _Contains(path, tuple(_json_operand(item, where) for item in items))
+        return _Contains(path, tuple(_json_operand(item, where, depth) for item in items))
     if op in _LOGIC_OPS:
         raise ValueError(
             f"{where}: {op!r} is allowed only at filter level, as in "
@@ -229,7 +310,7 @@ def _parse_operator(path: tuple[str, ...], key: str, op: str, operand: Any) -> _
     raise ValueError(f"unknown filter operator {op!r} on {key!r}; allowed: {_ALLOWED}")
 
 
-def _json_operand(value: Any, where: str) -> Any:
+def _json_operand(value: Any, where: str, depth: int) -> Any:
     """A checked copy of a filter operand: JSON types only, tuples become lists."""
     if value is None or isinstance(value, bool | str):
         if isinstance(value, str):
@@ -244,20 +325,84 @@ def _json_operand(value: Any, where: str) -> Any:
             raise ValueError(f"{where}: {value!r} is not allowed; numbers must be finite")
         return float(value)
     if isinstance(value, list | tuple):
-        return [_json_operand(item, where) for item in value]
+        inner = _enter(depth)
+        return [_json_operand(item, where, inner) for item in value]
     if isinstance(value, Mapping):
+        inner = _enter(depth)
         result: dict[str, Any] = {}
         for k, item in value.items():
             if not isinstance(k, str):
-                raise ValueError(f"{where}: dict keys must be strings, got {k!r}")
+                raise ValueError(f"{where}: dict keys must be strings, got {_show(k)}")
             check_unicode(k, f"{where}: operand key")
             _sql_key_segment(k)
-            result[k] = _json_operand(item, where)
+            result[k] = _json_operand(item, where, inner)
         return result
     raise ValueError(
-        f"{where}: {value!r:.80} is a {type(value).__name__}; filter values must be JSON "
+        f"{where}: {_show(value)} is a {type(value).__name__}; filter values must be JSON "
         f"(str, int, float, bool, None, list, dict)"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Size: the levels and nodes of the SQL that ``to_sql`` writes, checked here for every store
+
+
+def _check_size(node: _Node) -> None:
+    """Refuse a filter whose SQL would nest deeper than ``MAX_DEPTH`` levels (wide lists nest
+    as balanced groups) or hold more than ``MAX_NODES`` nodes, so that every accepted filter
+    compiles on SQLite and both stores answer alike."""
+    depth, nodes = _size(node)
+    if depth > MAX_DEPTH:
+        raise _too_deep(str(depth))
+    if nodes > MAX_NODES:
+        raise ValueError(
+            f"filter holds {nodes} conditions, logical operators and operand items, over the "
+            f"limit of {MAX_NODES} (MAX_NODES); the values of one $in or $nin list do not "
+            f"count, so test many values of one field with $in"
+        )
+
+
+def _size(node: _Node) -> tuple[int, int]:
+    """(SQL nesting levels, nodes); the caller has bounded the depth, so recursion is safe."""
+    if isinstance(node, _And | _Or):
+        if not node.children:
+            return 0, 1
+        sizes = [_size(child) for child in node.children]
+        return (_levels(len(sizes)) + max(d for d, _ in sizes),
+                1 + sum(n for _, n in sizes))
+    if isinstance(node, _Not):
+        depth, nodes = _size(node.child)
+        return depth + 1, nodes + 1
+    if isinstance(node, _In):
+        arrays = [_operand_size(x) for x in node.operands if type(x) is list]
+        objects = [_operand_size(x) for x in node.operands if type(x) is dict]
+        (in_array, array_nodes), (in_object, object_nodes) = (
+            _list_size(1 + len(arrays), arrays), _list_size(len(objects), objects)
+        )
+        return 1 + max(in_array, in_object), 1 + array_nodes + object_nodes
+    if isinstance(node, _Contains):
+        sizes = [_operand_size(x) for x in node.operands]
+        depth, nodes = _list_size(1 + len(sizes), sizes)
+        return 1 + depth, 1 + nodes
+    return 1, 1
+
+
+def _list_size(width: int, sizes: list[tuple[int, int]]) -> tuple[int, int]:
+    if not width:
+        return 0, 0
+    return _levels(width) + max((d for d, _ in sizes), default=0), sum(n for _, n in sizes)
+
+
+def _operand_size(x: Any) -> tuple[int, int]:
+    """An operand compared structurally: a level per list or dict (plus its width)."""
+    if type(x) is list:
+        items = [_operand_size(item) for item in x]
+    elif type(x) is dict:
+        items = [_operand_size(item) for item in x.values()]
+    else:
+        return 0, 1
+    depth, nodes = _list_size(2 + len(items), items)
+    return depth, 1 + nodes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -566,6 +711,7 @@ class _Param:
 _Part = str | _Param
 _Frag = tuple[_Part, ...]
 _ELEM: Final = "ml_elem"  # alias of json_each rows; unlikely to clash with the caller's names
+_MEMBER: Final = "ml_member"  # alias of the rows of a JSON array of operands
 _JSON_EACH_COLUMNS: Final = frozenset(
     {"key", "value", "type", "atom", "id", "parent", "fullkey", "path", "json", "root"}
 )
@@ -582,8 +728,19 @@ def _frag(*parts: _Part | _Frag) -> _Frag:
 
 
 def _join(sep: str, frags: Iterable[_Frag]) -> _Frag:
+    """``(a SEP b SEP ...)``; beyond ``_GROUP`` terms, a balanced tree of parenthesised groups,
+    so that SQLite's expression tree stays shallow (``SQLITE_MAX_EXPR_DEPTH``, 1000) even for
+    an ``$or`` of 100,000 branches."""
+    terms = list(frags)
+    while len(terms) > _GROUP:
+        size = -(-len(terms) // _GROUP)
+        terms = [_flat(sep, terms[i : i + size]) for i in range(0, len(terms), size)]
+    return _flat(sep, terms)
+
+
+def _flat(sep: str, terms: Sequence[_Frag]) -> _Frag:
     out: list[_Part | _Frag] = []
-    for i, frag in enumerate(frags):
+    for i, frag in enumerate(terms):
         if i:
             out.append(sep)
         out.append(frag)
@@ -662,8 +819,13 @@ def _sql(node: _Node, column: str) -> _Frag:
     return _sql_contains(loc, node.operands)
 
 
-def _params_list(values: Iterable[Any]) -> _Frag:
-    return _join(", ", ((_Param(v),) for v in values))
+def _one_of(values: Sequence[Any]) -> _Frag:
+    """``IN`` one parameter, or a JSON array of them read by ``json_each`` (one ``?`` for any
+    number of values: no "too many SQL variables", no expression per value)."""
+    if len(values) == 1:
+        return _frag(" IN (", _Param(values[0]), ")")
+    array = _Param(orjson.dumps(values).decode())
+    return _frag(f" IN (SELECT {_MEMBER}.value FROM json_each(", array, f") AS {_MEMBER})")
 
 
 def _sql_in(loc: _Loc, operands: Sequence[Any]) -> _Frag:
@@ -672,11 +834,10 @@ def _sql_in(loc: _Loc, operands: Sequence[Any]) -> _Frag:
     nullable = any(x is None for x in operands)
     branches: list[_Part | _Frag] = []
     if strs:  # compare JSON text: exact even for strings holding U+0000
-        branches += [" WHEN 'text' THEN ", loc.as_json(), " IN ", _params_list(strs)]
+        branches += [" WHEN 'text' THEN ", loc.as_json(), _one_of(strs)]
     if nums:
         for json_type in ("integer", "real"):
-            branches += [f" WHEN '{json_type}' THEN ", loc.call("json_extract"), " IN ",
-                         _params_list(nums)]
+            branches += [f" WHEN '{json_type}' THEN ", loc.call("json_extract"), _one_of(nums)]
     flags = {x for x in operands if type(x) is bool}
     for flag in sorted(flags):
         branches.append(f" WHEN '{_json_bool(flag)}' THEN 1")
@@ -707,11 +868,11 @@ def _sql_element_in(strs: list[str], nums: list[Any], flags: set[bool]) -> _Frag
     """A json_each row holds one of the scalar operands (null excluded)."""
     alternatives: list[_Frag] = []
     if strs:
-        alternatives.append(_frag(f"({_ELEM}.type = 'text' AND ({_ELEM}.json -> {_ELEM}.fullkey)"
-                                  " IN ", _params_list(strs), ")"))
+        alternatives.append(_frag(f"({_ELEM}.type = 'text' AND ({_ELEM}.json -> {_ELEM}.fullkey)",
+                                  _one_of(strs), ")"))
     if nums:
-        alternatives.append(_frag(f"({_ELEM}.type IN ('integer', 'real') AND {_ELEM}.value IN ",
-                                  _params_list(nums), ")"))
+        alternatives.append(_frag(f"({_ELEM}.type IN ('integer', 'real') AND {_ELEM}.value",
+                                  _one_of(nums), ")"))
     alternatives += [(f"{_ELEM}.type = '{_json_bool(flag)}'",) for flag in sorted(flags)]
     return _join(" OR ", alternatives)
 
