@@ -39,7 +39,10 @@ async def test_waiting_for_space_never_searches_the_waiters() -> None:
     taken: list[int] = []
     while len(taken) < 1 + len(producers) - len(producers[::3]):
         taken.extend(await mailbox.get_batch(1_000))
-    await asyncio.gather(*producers, return_exceptions=True)
+    outcomes = await asyncio.gather(*producers, return_exceptions=True)
+    assert all(o is None or isinstance(o, asyncio.CancelledError) for o in outcomes), {
+        type(o).__name__ for o in outcomes
+    }
     kept = [n for n in range(2_000) if n % 3]
     assert sorted(taken) == [-1, *kept]
 
