@@ -2,16 +2,23 @@
 
 Backends differ in storage, not in these rules: prefix search matches whole labels, listing
 uses ``"*"`` for one label, ``max_depth`` truncates before de-duplicating.
+
+Listing walks: each backend offers its live namespaces in sorted order one step at a time
+(``NamespaceWalk``, an index seek per step), and ``walk_matching_namespaces`` visits only
+the prefix's range, jumps past a namespace's whole subtree once ``max_depth`` has cut it,
+and stops at ``offset + limit`` results, so a page costs about that many steps, not a scan.
+``list_matching_namespaces`` is the same rule over a plain list: the reference.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from memlane.store.types import InvalidNamespaceError, MatchCondition, check_unicode
 
 __all__ = [
+    "NamespaceWalk",
     "list_matching_namespaces",
     "matches_conditions",
     "matches_prefix",
@@ -19,6 +26,7 @@ __all__ = [
     "validate_list_namespaces_args",
     "validate_namespace",
     "validate_namespace_prefix",
+    "walk_matching_namespaces",
 ]
 
 RESERVED_ROOT = "langgraph"
@@ -177,3 +185,65 @@ def list_matching_namespaces(
             continue
         found.add(namespace[:max_depth] if max_depth is not None else namespace)
     return sorted(found)[offset : offset + limit]
+
+
+class NamespaceWalk(Protocol):
+    """A backend's live namespaces (holding a live item) in sorted order, step by step."""
+
+    def first(self, prefix: tuple[str, ...]) -> tuple[str, ...] | None:
+        """The first live namespace at or after ``prefix``; ``None`` may also mean that
+        none starts with ``prefix``."""
+
+    def after(self, namespace: tuple[str, ...], *, subtree: bool) -> tuple[str, ...] | None:
+        """The first live namespace after ``namespace``, or with ``subtree`` after every
+        namespace that starts with it."""
+
+
+def walk_matching_namespaces(
+    walk: NamespaceWalk,
+    conditions: Sequence[MatchCondition],
+    max_depth: int | None,
+    limit: int,
+    offset: int,
+) -> list[tuple[str, ...]]:
+    """What ``list_matching_namespaces`` returns, visiting only what the page needs.
+
+    Sorted order makes truncation monotone: once ``max_depth`` cuts a namespace, all of
+    its cut's subtree gives that same cut, so the walk jumps past it."""
+    if not limit or not _can_match(conditions):
+        return []
+    wanted = offset + limit
+    prefix = _fixed_prefix(conditions)
+    found: list[tuple[str, ...]] = []
+    namespace = walk.first(prefix)
+    while namespace is not None and namespace[: len(prefix)] == prefix:
+        subtree = False
+        if matches_conditions(namespace, conditions):
+            if max_depth is not None and len(namespace) >= max_depth:
+                namespace, subtree = namespace[:max_depth], True
+            found.append(namespace)
+            if len(found) >= wanted:
+                break
+        namespace = walk.after(namespace, subtree=subtree)
+    return found[offset:]
+
+
+def _fixed_prefix(conditions: Sequence[MatchCondition]) -> tuple[str, ...]:
+    """The longest run of leading labels without ``"*"`` among the prefix conditions: every
+    match starts with it, so the walk needs only that range."""
+    best: tuple[str, ...] = ()
+    for condition in conditions:
+        if condition.match_type != "prefix":
+            continue
+        path = tuple(condition.path)
+        fixed = path[: path.index("*")] if "*" in path else path
+        if len(fixed) > len(best):
+            best = fixed
+    return best
+
+
+def _can_match(conditions: Sequence[MatchCondition]) -> bool:
+    """False when a condition names a label no namespace can have (empty, or with a dot)."""
+    return all(
+        label and "." not in label for condition in conditions for label in condition.path
+    )

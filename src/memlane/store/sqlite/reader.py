@@ -25,11 +25,10 @@ import aiosqlite
 import numpy as np
 import orjson
 
-from memlane.store.namespaces import list_matching_namespaces
+from memlane.store.namespaces import walk_matching_namespaces
 from memlane.store.ops import PreparedList, PreparedSearch
 from memlane.store.sqlite.codec import (
     ITEM_COLUMNS,
-    decode_namespace,
     encode_namespace,
     is_storable,
     prefix_condition,
@@ -38,6 +37,7 @@ from memlane.store.sqlite.codec import (
 )
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.inline import InlineReader, TooMuchWork
+from memlane.store.sqlite.listing import LiveNamespaces
 from memlane.store.sqlite.scopes import ASK_SQL, ScopeMap
 from memlane.store.timestamps import Clock
 from memlane.store.types import Item, SearchItem, StoreClosedError
@@ -323,20 +323,16 @@ class Readers:
             k *= 2
 
     async def list_namespaces(self, op: PreparedList) -> list[tuple[str, ...]]:
+        """The page by index seeks (``listing.py``), all on a reader's thread: a few per
+        namespace visited, and only the prefix's range and the page's worth are visited."""
         now = self._clock.now()
 
         def run(raw: sqlite3.Connection) -> list[tuple[str, ...]]:
-            rows = raw.execute(f"SELECT DISTINCT namespace FROM items WHERE {_LIVE}", (now,))
-            return [decode_namespace(row[0]) for row in rows]
+            return walk_matching_namespaces(
+                LiveNamespaces(raw, now), op.conditions, op.max_depth, op.limit, op.offset
+            )
 
-        conn = await self._acquire()
-        try:
-            namespaces = await run_on_connection_thread(conn, run)
-        finally:
-            self._release(conn)
-        return list_matching_namespaces(
-            namespaces, op.conditions, op.max_depth, op.limit, op.offset
-        )
+        return await self._on_reader(run)
 
 
 def _where(op: PreparedSearch, now: float) -> tuple[str, list[Any]]:
