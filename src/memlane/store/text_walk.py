@@ -1,56 +1,45 @@
-"""The live namespaces in sorted order, one index seek at a time (``list_namespaces``).
+"""Live namespaces in sorted order, one seek at a time, over their texts (``list_namespaces``).
 
-A stored namespace is its labels joined with ``"."`` (``codec.py``), and the ``UNIQUE
-(namespace, key)`` index orders that text. Text order is not tuple order: characters
-below ``"."`` (``"-"``, ``" "``, ``"!"`` ...) sort before the dot, yet a label that ends
-sorts before any that goes on (``("a", "b") < ("a-b",)`` but ``"a-b" < "a.b"``). Tuple
-order is text order with the dot counted lowest. So each step seeks, in tuple order, the
-ranges of text that follow a namespace, and settles the text it finds only where it holds
-a character below the dot (one more seek each: is there a namespace that ends the label
-there?). Without such characters a step costs one or two seeks.
+Both stores keep a namespace's text, its labels joined with ``"."`` (labels hold no dot),
+in text order: SQLite in the ``UNIQUE (namespace, key)`` index, InMemoryStore in a sorted
+set, whose string comparisons are a memcmp where tuples compare label by label. Text order
+is not tuple order: characters below ``"."`` (``"-"``, ``" "``, ``"!"`` ...) sort before
+the dot, yet a label that ends sorts before any that goes on (``("a", "b") < ("a-b",)``
+but ``"a-b" < "a.b"``). Tuple order is text order with the dot counted lowest. So each
+step seeks, in tuple order, the ranges of text that follow a namespace, and settles the
+text it finds only where it holds a character below the dot (one more seek each: is there
+a namespace whose label ends there?). Without such characters a step costs a seek or two.
 
-Each seek is ``ORDER BY namespace LIMIT 1`` over a range of the index, skipping expired
-rows; a namespace whose items have all expired (not yet swept) costs a row per item.
+A seek returns the text-first live namespace of a range; a store's seek skips namespaces
+whose items have all expired (not yet swept) one by one.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
+from collections.abc import Callable
 
-from memlane.store.sqlite.codec import decode_namespace, encode_namespace
+__all__ = ["Seek", "TextOrderWalk"]
 
-__all__ = ["LiveNamespaces"]
-
+# (low end, low end included, high end or None) -> the first live text in the range
+Seek = Callable[[str, bool, "str | None"], "str | None"]
 _Range = tuple[str, bool, str | None]  # low end, low end included, high end (excluded)
 
 _BELOW_DOT = re.compile(r"[\x00-\x2d]")
-_LIVE = "(expires_at IS NULL OR expires_at > ?)"
-_SEEK = {
-    (included, bounded): (
-        f"SELECT namespace FROM items WHERE namespace {'>=' if included else '>'} ?"
-        f"{' AND namespace < ?' if bounded else ''} AND {_LIVE} ORDER BY namespace LIMIT 1"
-    )
-    for included in (True, False)
-    for bounded in (True, False)
-}
 
 
-class LiveNamespaces:
-    """A ``NamespaceWalk`` over a reader connection, as of ``now``; ``seeks`` counts the
-    statements run (tests check that a page costs a few, not a scan)."""
+class TextOrderWalk:
+    """A ``NamespaceWalk`` (``namespaces.py``) from a store's ``seek`` over texts."""
 
-    def __init__(self, raw: sqlite3.Connection, now: float) -> None:
-        self._raw = raw
-        self._now = now
-        self.seeks = 0
+    def __init__(self, seek: Seek) -> None:
+        self._seek = seek
 
     def first(self, prefix: tuple[str, ...]) -> tuple[str, ...] | None:
-        text = encode_namespace(prefix)
+        text = ".".join(prefix)
         return self._least([(text, True, _past(text))], text, subtree=False)
 
     def after(self, namespace: tuple[str, ...], *, subtree: bool) -> tuple[str, ...] | None:
-        text = encode_namespace(namespace)
+        text = ".".join(namespace)
         return self._least(_ranges_after(text, subtree), text, subtree=subtree)
 
     def _least(self, ranges: list[_Range], text: str, *, subtree: bool) -> tuple[str, ...] | None:
@@ -64,7 +53,7 @@ class LiveNamespaces:
                 shared = _shared_length(found, text)
                 if shared < len(text) or subtree:
                     shared += 1
-                return decode_namespace(self._settle(found, shared))
+                return tuple(self._settle(found, shared).split("."))
         return None
 
     def _settle(self, found: str, start: int) -> str:
@@ -80,14 +69,6 @@ class LiveNamespaces:
                 found = ending
             position += 1
         return found
-
-    def _seek(self, low: str, included: bool, high: str | None) -> str | None:
-        """The text-first live namespace in ``[low, high)`` (``(low, high)`` if not
-        ``included``), by one descent of the index."""
-        self.seeks += 1
-        params: tuple[object, ...] = (low, self._now) if high is None else (low, high, self._now)
-        row = self._raw.execute(_SEEK[(included, high is not None)], params).fetchone()
-        return None if row is None else str(row[0])
 
 
 def _ranges_after(text: str, subtree: bool) -> list[_Range]:
