@@ -39,6 +39,7 @@ def queries(total: int) -> dict[str, _Query]:
         "max_depth=1": lambda s: s.alist_namespaces(max_depth=1),
         "max_depth=2, limit=10": lambda s: s.alist_namespaces(max_depth=2, limit=10),
         "suffix=('prefs',), limit=10": lambda s: s.alist_namespaces(suffix=("prefs",), limit=10),
+        "suffix=('none',) (visits all)": lambda s: s.alist_namespaces(suffix=("none",)),
     }
 
 
@@ -117,14 +118,16 @@ async def run(args: argparse.Namespace) -> None:
     for name, target in stores.items():
         if name == "sqlite":
             async with SqliteStore.open(target) as store:
-                await report(name, store, total, args.repeats)
+                await report(name, store, total, args.repeats, args.only)
         else:
-            await report(name, target, total, args.repeats)
+            await report(name, target, total, args.repeats, args.only)
             target.close()
 
 
-async def report(name: str, store: BaseStore, total: int, repeats: int) -> None:
+async def report(name: str, store: BaseStore, total: int, repeats: int, only: str) -> None:
     for label, query in queries(total).items():
+        if only not in label:
+            continue
         seconds, stall, found = await measure(store, query, repeats)
         print(
             f"| {name} | {label} | {total:,} | {seconds * 1e3:,.2f} | {stall * 1e3:,.1f} "
@@ -139,6 +142,7 @@ def main() -> None:
     parser.add_argument("--stores", default="sqlite,memory")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", default="/tmp")
+    parser.add_argument("--only", default="", help="run only the queries whose label has this")
     asyncio.run(run(parser.parse_args()))
 
 

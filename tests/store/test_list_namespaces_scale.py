@@ -26,7 +26,7 @@ from memlane.store.namespaces import list_matching_namespaces
 from memlane.store.sorted_namespaces import SortedNamespaces
 from memlane.store.sqlite.codec import encode_namespace
 from memlane.store.sqlite.connection import run_on_connection_thread
-from memlane.store.sqlite.reader import _SEEK, _namespace_seek
+from memlane.store.sqlite.reader import _SEEK, _namespace_scan, _namespace_seek
 from memlane.store.text_walk import TextOrderWalk
 
 pytestmark = pytest.mark.anyio
@@ -88,9 +88,12 @@ async def check_all(store: BaseStore, live: list[Name]) -> None:
         assert got == want, (prefix, suffix, depth, limit, offset)
 
 
+@pytest.mark.parametrize("misses", [namespaces_module.WALK_MISSES, 0], ids=["walk", "scan"])
 async def test_walk_agrees_with_the_reference_on_tricky_namespaces(
-    make_store: StoreFactory, clock: FakeClock
+    make_store: StoreFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, misses: int
 ) -> None:
+    """``scan``: the fallback for sparse matches, taken at the first miss."""
+    monkeypatch.setattr(namespaces_module, "WALK_MISSES", misses)
     store = await make_store(clock=clock)
     await fill(store, clock, TRICKY, EXPIRED_ONLY)
     await check_all(store, TRICKY)
@@ -168,7 +171,7 @@ def test_sqlite_steps_go_in_tuple_order_with_any_characters() -> None:
             "INSERT INTO items VALUES (?, 'k', ?)",
             [(encode_namespace(name), 1.0 if name in dead else None) for name in names],
         )
-        walk = TextOrderWalk(_namespace_seek(raw, 5.0))
+        walk = TextOrderWalk(_namespace_seek(raw, 5.0), _namespace_scan(raw, 5.0))
         walked, step = [], walk.first(())
         while step is not None:
             walked.append(step)
@@ -253,6 +256,24 @@ SCALE_CASES: list[tuple[dict[str, Any], list[Name], int]] = [
         1,
     ),
 ]
+
+
+async def test_sparse_matches_fall_back_to_one_scan_of_the_range(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A suffix that matches one namespace in 2,000: the walk gives up after its misses and
+    one pass over the range finds the rest; the answer is the same."""
+    monkeypatch.setattr(namespaces_module, "WALK_MISSES", 50)
+    store = await make_store()
+    names = [("users", f"u{n:04d}", "x" if n % 2_000 == 1_999 else "y") for n in range(6_000)]
+    await store.abatch([PutOp(name, "k", {"v": 1}) for name in names])
+    visits = Visits(monkeypatch)
+    found = await store.alist_namespaces(prefix=("users",), suffix=("x",), limit=2, offset=1)
+    assert found == [("users", "u3999", "x"), ("users", "u5999", "x")]
+    assert visits.take() == 51 + 6_000  # the walk's misses, then the scan
+    monkeypatch.setattr(namespaces_module, "WALK_MISSES", 5_000)
+    assert await store.alist_namespaces(suffix=("x",), limit=1) == [("users", "u1999", "x")]
+    assert visits.take() == 2_000  # found before giving up: no scan
 
 
 async def test_a_page_visits_about_a_page_of_20k_namespaces(

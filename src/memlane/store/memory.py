@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -563,17 +563,22 @@ class InMemoryStore(BaseStore):
             for text in self._sorted.iter_from(low, inclusive=included):
                 if high is not None and text >= high:
                     return None
-                if self._expiring == 0 or self._holds_live(text, now):
+                if self._expiring == 0 or self._holds_live(tuple(text.split(".")), now):
                     return text
             return None
 
-        walk = TextOrderWalk(seek)
+        def scan(prefix: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+            names = self._under.get(prefix, ()) if prefix else self._namespaces
+            for name in names:
+                if self._expiring == 0 or self._holds_live(name, now):
+                    yield name
+
+        walk = TextOrderWalk(seek, scan)
         return walk_matching_namespaces(walk, op.conditions, op.max_depth, op.limit, op.offset)
 
-    def _holds_live(self, text: str, now: float) -> bool:
+    def _holds_live(self, namespace: tuple[str, ...], now: float) -> bool:
         """Whether a namespace still holds a live item (expired ones wait for a sweep)."""
-        bucket = self._namespaces[tuple(text.split("."))]
-        return any(record.live(now) for record in bucket.values())
+        return any(record.live(now) for record in self._namespaces[namespace].values())
 
     # ---- TTL sweeping and lifecycle ------------------------------------------------------
 

@@ -38,7 +38,7 @@ from memlane.store.sqlite.codec import (
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.inline import InlineReader, TooMuchWork
 from memlane.store.sqlite.scopes import ASK_SQL, ScopeMap
-from memlane.store.text_walk import Seek, TextOrderWalk
+from memlane.store.text_walk import Scan, Seek, TextOrderWalk
 from memlane.store.timestamps import Clock
 from memlane.store.types import Item, SearchItem, StoreClosedError
 from memlane.vectors import SearchCoalescer, VectorIndex
@@ -328,10 +328,15 @@ class Readers:
         now = self._clock.now()
 
         def run(raw: sqlite3.Connection) -> list[tuple[str, ...]]:
-            walk = TextOrderWalk(_namespace_seek(raw, now))
-            return walk_matching_namespaces(
-                walk, op.conditions, op.max_depth, op.limit, op.offset
-            )
+            # One read transaction: every seek sees the same snapshot, as one scan did.
+            raw.execute("BEGIN")
+            try:
+                walk = TextOrderWalk(_namespace_seek(raw, now), _namespace_scan(raw, now))
+                return walk_matching_namespaces(
+                    walk, op.conditions, op.max_depth, op.limit, op.offset
+                )
+            finally:
+                raw.execute("COMMIT")
 
         return await self._on_reader(run)
 
@@ -355,6 +360,15 @@ def _namespace_seek(raw: sqlite3.Connection, now: float) -> Seek:
         return None if row is None else str(row[0])
 
     return seek
+
+
+def _namespace_scan(raw: sqlite3.Connection, now: float) -> Scan:
+    def scan(prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+        scope, params = prefix_condition(prefix)
+        sql = f"SELECT DISTINCT namespace FROM items WHERE {scope} AND {_LIVE}"
+        return [tuple(row[0].split(".")) for row in raw.execute(sql, [*params, now])]
+
+    return scan
 
 
 def _where(op: PreparedSearch, now: float) -> tuple[str, list[Any]]:
