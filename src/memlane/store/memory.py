@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +44,7 @@ from memlane.store.ops import (
     prepare_ops,
 )
 from memlane.store.sorted_namespaces import SortedNamespaces
-from memlane.store.text_walk import TextOrderWalk
+from memlane.store.text_walk import TextOrderWalk, TextRange
 from memlane.store.timestamps import Clock, from_micros
 from memlane.store.types import (
     IndexConfig,
@@ -559,12 +559,13 @@ class InMemoryStore(BaseStore):
     def _list(self, op: PreparedList, now: float) -> list[tuple[str, ...]]:
         """The page by seeks in the sorted namespace texts (``text_walk.py``), lock held."""
 
-        def seek(low: str, included: bool, high: str | None) -> str | None:
-            for text in self._sorted.iter_from(low, inclusive=included):
-                if high is not None and text >= high:
-                    return None
-                if self._expiring == 0 or self._holds_live(tuple(text.split(".")), now):
-                    return text
+        def seek(ranges: Sequence[TextRange]) -> str | None:
+            for low, high in ranges:
+                for text in self._sorted.iter_from(low, inclusive=True):
+                    if high is not None and text >= high:
+                        break
+                    if self._expiring == 0 or self._holds_live(tuple(text.split(".")), now):
+                        return text
             return None
 
         def scan(prefix: tuple[str, ...]) -> Iterator[tuple[str, ...]]:

@@ -10,21 +10,22 @@ step seeks, in tuple order, the ranges of text that follow a namespace, and sett
 text it finds only where it holds a character below the dot (one more seek each: is there
 a namespace whose label ends there?). Without such characters a step costs a seek or two.
 
-A seek returns the text-first live namespace of a range; a store's seek skips namespaces
-whose items have all expired (not yet swept) one by one.
+A seek takes a step's ranges at once and returns the text-first live namespace of the
+first range holding one (SQLite: one statement); a store's seek skips namespaces whose
+items have all expired (not yet swept) one by one.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-__all__ = ["Scan", "Seek", "TextOrderWalk"]
+__all__ = ["Scan", "Seek", "TextOrderWalk", "TextRange"]
 
-# (low end, low end included, high end or None) -> the first live text in the range
-Seek = Callable[[str, bool, "str | None"], "str | None"]
+TextRange = tuple[str, "str | None"]  # [low, high): high None for no end
+# ranges -> the text-first live namespace of the first range that holds one
+Seek = Callable[[Sequence[TextRange]], "str | None"]
 Scan = Callable[[tuple[str, ...]], Iterable[tuple[str, ...]]]  # see NamespaceWalk.scan
-_Range = tuple[str, bool, str | None]  # low end, low end included, high end (excluded)
 
 _BELOW_DOT = re.compile(r"[\x00-\x2d]")
 _AT_OR_BELOW_DOT = re.compile(r"[\x00-\x2e]")
@@ -40,29 +41,26 @@ class TextOrderWalk:
 
     def first(self, prefix: tuple[str, ...]) -> tuple[str, ...] | None:
         text = ".".join(prefix)
-        return self._least([(text, True, _past(text))], text, subtree=False)
+        return self._least([(text, _past(text))], text, subtree=False)
 
     def after(self, namespace: tuple[str, ...], *, subtree: bool) -> tuple[str, ...] | None:
         text = ".".join(namespace)
         return self._least(_ranges_after(text, subtree), text, subtree=subtree)
 
     def _least(
-        self, ranges: Iterable[_Range], text: str, *, subtree: bool
+        self, ranges: Iterable[TextRange], text: str, *, subtree: bool
     ) -> tuple[str, ...] | None:
         """The first namespace (tuple order) in the first range that holds one: ``ranges``
         come in tuple order, and each is ordered alike once its lead is settled."""
-        for low, included, high in ranges:
-            if high is not None and low >= high:
-                continue  # empty
-            found = self._seek(low, included, high)
-            if found is not None:
-                # Whatever follows the shared lead is still to settle; only a namespace's
-                # own extensions (not skipped) may end the label right at ``text``'s end.
-                shared = _shared_length(found, text)
-                if shared < len(text) or subtree:
-                    shared += 1
-                return tuple(self._settle(found, shared).split("."))
-        return None
+        found = self._seek([(low, high) for low, high in ranges if high is None or low < high])
+        if found is None:
+            return None
+        # Whatever follows the shared lead is still to settle; only a namespace's own
+        # extensions (not skipped) may end the label right at ``text``'s end.
+        shared = _shared_length(found, text)
+        if shared < len(text) or subtree:
+            shared += 1
+        return tuple(self._settle(found, shared).split("."))
 
     def _settle(self, found: str, start: int) -> str:
         """The tuple-first namespace among those sharing ``found[:start]``, given ``found``
@@ -72,14 +70,14 @@ class TextOrderWalk:
         while (below := _BELOW_DOT.search(found, position)) is not None:
             position = below.start()
             lead = found[:position]
-            ending = self._seek(lead + ".", True, lead + "/")
+            ending = self._seek([(lead + ".", lead + "/")])
             if ending is not None:
                 found = ending
             position += 1
         return found
 
 
-def _ranges_after(text: str, subtree: bool) -> Iterator[_Range]:
+def _ranges_after(text: str, subtree: bool) -> Iterator[TextRange]:
     """The text ranges holding every namespace after ``text`` in tuple order, in that order.
 
     First ``text``'s extensions (with ``subtree``, only those that go on with its last label,
@@ -87,21 +85,21 @@ def _ranges_after(text: str, subtree: bool) -> Iterator[_Range]:
     what comes before it and hold a later character there. Above the dot, those ranges of
     neighbouring positions touch and make one; each dot or below-dot character breaks the
     run, as the dot counts lowest there: the below-dot characters come before the dot's
-    range, the rest after it. Lazy: a step's first range usually holds the answer."""
+    range, the rest after it. (``x + "\\x00"`` is the least text after ``x``.)"""
     if subtree:
-        yield (text, False, text + ".")
-        low, included = text + "/", True
+        yield (text + "\x00", text + ".")
+        low = text + "/"
     else:
-        low, included = text, False
+        low = text + "\x00"
     for below in reversed([found.start() for found in _AT_OR_BELOW_DOT.finditer(text)]):
         lead = text[:below]
         if text[below] == ".":
-            yield (low, included, lead + "/")
-            yield (lead, False, lead + ".")
+            yield (low, lead + "/")
+            yield (lead + "\x00", lead + ".")
         else:
-            yield (low, included, lead + ".")
-        low, included = lead + "/", True
-    yield (low, included, None)
+            yield (low, lead + ".")
+        low = lead + "/"
+    yield (low, None)
 
 
 def _shared_length(one: str, other: str) -> int:

@@ -16,9 +16,10 @@ asking the index for more, so pages stay exact and full.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -38,7 +39,7 @@ from memlane.store.sqlite.codec import (
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.inline import InlineReader, TooMuchWork
 from memlane.store.sqlite.scopes import ASK_SQL, ScopeMap
-from memlane.store.text_walk import Scan, Seek, TextOrderWalk
+from memlane.store.text_walk import Scan, Seek, TextOrderWalk, TextRange
 from memlane.store.timestamps import Clock
 from memlane.store.types import Item, SearchItem, StoreClosedError
 from memlane.vectors import SearchCoalescer, VectorIndex
@@ -342,22 +343,35 @@ class Readers:
 
 
 # The first live namespace of a range of the (namespace, key) index: one descent, then a
-# row per expired item until a live one (expired items wait for the sweeper).
-_SEEK = {
-    (included, bounded): (
-        f"SELECT namespace FROM items WHERE namespace {'>=' if included else '>'} ?"
-        f"{' AND namespace < ?' if bounded else ''} AND {_LIVE} ORDER BY namespace LIMIT 1"
-    )
-    for included in (True, False)
-    for bounded in (True, False)
-}
+# row per expired item until a live one (expired items wait for the sweeper). A step's
+# ranges go in one statement: COALESCE runs each subquery only while those before found
+# nothing (measured: ~10 us a statement, most of it the call).
+_SEEK_BOUNDED = (
+    f"(SELECT namespace FROM items WHERE namespace >= ? AND namespace < ? AND {_LIVE}"
+    f" ORDER BY namespace LIMIT 1)"
+)
+_SEEK_OPEN = (
+    f"(SELECT namespace FROM items WHERE namespace >= ? AND {_LIVE} ORDER BY namespace LIMIT 1)"
+)
+
+
+@functools.lru_cache(maxsize=256)
+def seek_sql(bounded: int, open_end: bool) -> str:
+    """The statement for ``bounded`` ranges with an end, then one without if ``open_end``."""
+    parts = [_SEEK_BOUNDED] * bounded + ([_SEEK_OPEN] if open_end else [])
+    return f"SELECT COALESCE({', '.join(parts)}, NULL)"
 
 
 def _namespace_seek(raw: sqlite3.Connection, now: float) -> Seek:
-    def seek(low: str, included: bool, high: str | None) -> str | None:
-        params: tuple[object, ...] = (low, now) if high is None else (low, high, now)
-        row = raw.execute(_SEEK[(included, high is not None)], params).fetchone()
-        return None if row is None else str(row[0])
+    def seek(ranges: Sequence[TextRange]) -> str | None:
+        if not ranges:
+            return None
+        params: list[object] = []
+        for low, high in ranges:
+            params += (low, now) if high is None else (low, high, now)
+        open_end = ranges[-1][1] is None
+        row = raw.execute(seek_sql(len(ranges) - open_end, open_end), params).fetchone()
+        return None if row[0] is None else str(row[0])
 
     return seek
 
