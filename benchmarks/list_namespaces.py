@@ -40,6 +40,10 @@ def queries(total: int) -> dict[str, _Query]:
         "max_depth=2, limit=10": lambda s: s.alist_namespaces(max_depth=2, limit=10),
         "suffix=('prefs',), limit=10": lambda s: s.alist_namespaces(suffix=("prefs",), limit=10),
         "suffix=('none',) (visits all)": lambda s: s.alist_namespaces(suffix=("none",)),
+        "offset=N/2, limit=10 (deep page)": lambda s: s.alist_namespaces(
+            offset=total // 2, limit=10
+        ),
+        "limit=N (everything)": lambda s: s.alist_namespaces(limit=total),
     }
 
 

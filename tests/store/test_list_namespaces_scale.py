@@ -334,3 +334,18 @@ def test_sorted_namespaces_keeps_order_through_chunk_splits_and_removals() -> No
         after = [other for other in left if other > name]
         assert list(kept.iter_from(name, inclusive=False)) == after
         assert list(kept.iter_from(name, inclusive=True)) == [o for o in left if o >= name]
+
+
+async def test_a_page_deep_into_the_range_falls_back_to_one_scan(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walking on to a deep offset would cost more steps than one scan costs rows."""
+    monkeypatch.setattr(namespaces_module, "WALK_MISSES", 50)
+    store = await make_store()
+    names = [("users", f"u{n:04d}") for n in range(3_000)]
+    await store.abatch([PutOp(name, "k", {"v": 1}) for name in names])
+    visits = Visits(monkeypatch)
+    assert await store.alist_namespaces(offset=2_000, limit=2) == names[2_000:2_002]
+    assert visits.take() == 51 + 3_000  # the walk's steps, then the scan
+    assert await store.alist_namespaces(offset=30, limit=10) == names[30:40]
+    assert visits.take() == 40  # as many still wanted as the walk may take: no scan
