@@ -569,8 +569,14 @@ class InMemoryStore(BaseStore):
             return None
 
         def scan(prefix: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
-            names = self._under.get(prefix, ()) if prefix else self._namespaces
-            for name in names:
+            """In text order (nearly sorted: see ``list_matching_namespaces``)."""
+            text = ".".join(prefix)
+            for found in self._sorted.iter_from(text, inclusive=True):
+                if not found.startswith(text):
+                    return
+                if prefix and found != text and not found.startswith(text + "."):
+                    continue  # a label that goes on past the prefix's last one
+                name = tuple(found.split("."))
                 if self._expiring == 0 or self._holds_live(name, now):
                     yield name
 

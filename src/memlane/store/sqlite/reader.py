@@ -378,8 +378,12 @@ def _namespace_seek(raw: sqlite3.Connection, now: float) -> Seek:
 
 def _namespace_scan(raw: sqlite3.Connection, now: float) -> Scan:
     def scan(prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+        """In index order, nearly sorted: see ``list_matching_namespaces``."""
         scope, params = prefix_condition(prefix)
-        sql = f"SELECT DISTINCT namespace FROM items WHERE {scope} AND {_LIVE}"
+        sql = (
+            f"SELECT DISTINCT namespace FROM items WHERE {scope} AND {_LIVE}"
+            f" ORDER BY namespace"
+        )
         return [tuple(row[0].split(".")) for row in raw.execute(sql, [*params, now])]
 
     return scan
