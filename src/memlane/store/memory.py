@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,7 +37,7 @@ from memlane.store.combiner import WriteCombiner
 from memlane.store.heavy import BIG_VALUE_CHARS, is_heavy
 from memlane.store.indexing import Indexer, PutVectors
 from memlane.store.isolate import call_isolating
-from memlane.store.namespaces import list_matching_namespaces
+from memlane.store.namespaces import walk_matching_namespaces
 from memlane.store.ops import (
     PreparedGet,
     PreparedList,
@@ -47,6 +47,8 @@ from memlane.store.ops import (
     as_op_list,
     prepare_ops,
 )
+from memlane.store.sorted_namespaces import SortedNamespaces
+from memlane.store.text_walk import TextOrderWalk, TextRange
 from memlane.store.timestamps import Clock, from_micros
 from memlane.store.types import (
     IndexConfig,
@@ -157,6 +159,7 @@ class InMemoryStore(BaseStore):
         self._namespaces: dict[tuple[str, ...], dict[str, _Record]] = {}
         # every prefix of every namespace -> the namespaces under it (scoped searches)
         self._under: dict[tuple[str, ...], set[tuple[str, ...]]] = {}
+        self._sorted = SortedNamespaces()  # every namespace's text, in order (listing)
         self._bucket_ids: dict[tuple[str, ...], np.ndarray] = {}  # see _ids_of
         self._coalescer = SearchCoalescer(self._vectors) if self._vectors is not None else None
         self._combiner: WriteCombiner[_Plan] = WriteCombiner(self._write_batch)
@@ -434,10 +437,12 @@ class InMemoryStore(BaseStore):
             self._vectors.upsert(list(puts.items()))
 
     def _index_namespace(self, namespace: tuple[str, ...]) -> None:
+        self._sorted.add(".".join(namespace))
         for depth in range(1, len(namespace) + 1):
             self._under.setdefault(namespace[:depth], set()).add(namespace)
 
     def _unindex_namespace(self, namespace: tuple[str, ...]) -> None:
+        self._sorted.discard(".".join(namespace))
         for depth in range(1, len(namespace) + 1):
             prefix = namespace[:depth]
             names = self._under[prefix]
@@ -599,12 +604,35 @@ class InMemoryStore(BaseStore):
         return again
 
     def _list(self, op: PreparedList, now: float) -> list[tuple[str, ...]]:
-        live = (
-            namespace
-            for namespace, bucket in self._namespaces.items()
-            if self._expiring == 0 or any(record.live(now) for record in bucket.values())
-        )
-        return list_matching_namespaces(live, op.conditions, op.max_depth, op.limit, op.offset)
+        """The page by seeks in the sorted namespace texts (``text_walk.py``), lock held."""
+
+        def seek(ranges: Sequence[TextRange]) -> str | None:
+            for low, high in ranges:
+                for text in self._sorted.iter_from(low, inclusive=True):
+                    if high is not None and text >= high:
+                        break
+                    if self._expiring == 0 or self._holds_live(tuple(text.split(".")), now):
+                        return text
+            return None
+
+        def scan(prefix: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+            """In text order (nearly sorted: see ``list_matching_namespaces``)."""
+            text = ".".join(prefix)
+            for found in self._sorted.iter_from(text, inclusive=True):
+                if not found.startswith(text):
+                    return
+                if prefix and found != text and not found.startswith(text + "."):
+                    continue  # a label that goes on past the prefix's last one
+                name = tuple(found.split("."))
+                if self._expiring == 0 or self._holds_live(name, now):
+                    yield name
+
+        walk = TextOrderWalk(seek, scan)
+        return walk_matching_namespaces(walk, op.conditions, op.max_depth, op.limit, op.offset)
+
+    def _holds_live(self, namespace: tuple[str, ...], now: float) -> bool:
+        """Whether a namespace still holds a live item (expired ones wait for a sweep)."""
+        return any(record.live(now) for record in self._namespaces[namespace].values())
 
     # ---- TTL sweeping and lifecycle ------------------------------------------------------
 
@@ -657,3 +685,4 @@ class InMemoryStore(BaseStore):
     def __len__(self) -> int:
         """How many items are stored (expired ones count until swept)."""
         return len(self._by_id)
+

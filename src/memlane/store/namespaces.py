@@ -2,16 +2,27 @@
 
 Backends differ in storage, not in these rules: prefix search matches whole labels, listing
 uses ``"*"`` for one label, ``max_depth`` truncates before de-duplicating.
+
+Listing walks: each backend offers its live namespaces in sorted order one step at a time
+(``NamespaceWalk``, an index seek per step), and ``walk_matching_namespaces`` visits only
+the prefix's range, jumps past a namespace's whole subtree once ``max_depth`` has cut it,
+and stops at ``offset + limit`` results, so a page costs about that many steps, not a scan.
+``list_matching_namespaces`` is the same rule over a plain list: the reference, and what a
+walk falls back to (over one scan of the prefix's range) once it has visited many
+namespaces that do not match, or many with many more still to come (a deep page): a step
+costs several times what a scanned namespace does (measured at 1M: ~20 against ~5 us on
+SQLite), so no listing costs much more than the scan every listing used to be.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from memlane.store.types import InvalidNamespaceError, MatchCondition, check_unicode
 
 __all__ = [
+    "NamespaceWalk",
     "list_matching_namespaces",
     "matches_conditions",
     "matches_prefix",
@@ -19,6 +30,7 @@ __all__ = [
     "validate_list_namespaces_args",
     "validate_namespace",
     "validate_namespace_prefix",
+    "walk_matching_namespaces",
 ]
 
 RESERVED_ROOT = "langgraph"
@@ -170,10 +182,93 @@ def list_matching_namespaces(
     limit: int,
     offset: int,
 ) -> list[tuple[str, ...]]:
-    """Filter, truncate to ``max_depth``, de-duplicate, sort, then page."""
-    found: set[tuple[str, ...]] = set()
+    """Filter, truncate to ``max_depth``, de-duplicate, sort, then page.
+
+    De-duplicated in a dict, which keeps the order they came in: namespaces that come
+    nearly sorted (a scan in text order) sort in about one pass, and the sort, one C call,
+    holds the GIL for less time (measured at 1M: 3.5 s from a set)."""
+    found: dict[tuple[str, ...], None] = {}
     for namespace in namespaces:
         if not matches_conditions(namespace, conditions):
             continue
-        found.add(namespace[:max_depth] if max_depth is not None else namespace)
+        found[namespace[:max_depth] if max_depth is not None else namespace] = None
     return sorted(found)[offset : offset + limit]
+
+
+class NamespaceWalk(Protocol):
+    """A backend's live namespaces (holding a live item) in sorted order, step by step."""
+
+    def first(self, prefix: tuple[str, ...]) -> tuple[str, ...] | None:
+        """The first live namespace at or after ``prefix``; ``None`` may also mean that
+        none starts with ``prefix``."""
+
+    def after(self, namespace: tuple[str, ...], *, subtree: bool) -> tuple[str, ...] | None:
+        """The first live namespace after ``namespace``, or with ``subtree`` after every
+        namespace that starts with it."""
+
+    def scan(self, prefix: tuple[str, ...]) -> Iterable[tuple[str, ...]]:
+        """Every live namespace that starts with ``prefix``, in any order, in one pass."""
+
+
+# Visited namespaces that matched nothing (or visited ones, with as many more still wanted)
+# after which one scan of the range is the better bet than seeking on.
+WALK_MISSES = 5_000
+
+
+def walk_matching_namespaces(
+    walk: NamespaceWalk,
+    conditions: Sequence[MatchCondition],
+    max_depth: int | None,
+    limit: int,
+    offset: int,
+) -> list[tuple[str, ...]]:
+    """What ``list_matching_namespaces`` returns, visiting only what the page needs.
+
+    Sorted order makes truncation monotone: once ``max_depth`` cuts a namespace, all of
+    its cut's subtree gives that same cut, so the walk jumps past it."""
+    if not limit or not _can_match(conditions):
+        return []
+    wanted = offset + limit
+    prefix = _fixed_prefix(conditions)
+    found: list[tuple[str, ...]] = []
+    visits = misses = 0
+    namespace = walk.first(prefix)
+    while namespace is not None and namespace[: len(prefix)] == prefix:
+        visits += 1
+        subtree = False
+        if matches_conditions(namespace, conditions):
+            if max_depth is not None and len(namespace) >= max_depth:
+                namespace, subtree = namespace[:max_depth], True
+            found.append(namespace)
+            if len(found) >= wanted:
+                break
+        else:
+            misses += 1
+        if misses > WALK_MISSES or (
+            visits > WALK_MISSES and wanted - len(found) > WALK_MISSES
+        ):  # sparse matches, or a page deep into the range: one pass over it instead
+            scanned = walk.scan(prefix)
+            return list_matching_namespaces(scanned, conditions, max_depth, limit, offset)
+        namespace = walk.after(namespace, subtree=subtree)
+    return found[offset:]
+
+
+def _fixed_prefix(conditions: Sequence[MatchCondition]) -> tuple[str, ...]:
+    """The longest run of leading labels without ``"*"`` among the prefix conditions: every
+    match starts with it, so the walk needs only that range."""
+    best: tuple[str, ...] = ()
+    for condition in conditions:
+        if condition.match_type != "prefix":
+            continue
+        path = tuple(condition.path)
+        fixed = path[: path.index("*")] if "*" in path else path
+        if len(fixed) > len(best):
+            best = fixed
+    return best
+
+
+def _can_match(conditions: Sequence[MatchCondition]) -> bool:
+    """False when a condition names a label no namespace can have (empty, or with a dot)."""
+    return all(
+        label and "." not in label for condition in conditions for label in condition.path
+    )

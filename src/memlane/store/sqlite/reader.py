@@ -16,9 +16,10 @@ asking the index for more, so pages stay exact and full.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -27,11 +28,10 @@ import numpy as np
 import orjson
 
 from memlane.store.heavy import BIG_VALUE_CHARS
-from memlane.store.namespaces import list_matching_namespaces
+from memlane.store.namespaces import walk_matching_namespaces
 from memlane.store.ops import PreparedList, PreparedSearch
 from memlane.store.sqlite.codec import (
     ITEM_COLUMNS,
-    decode_namespace,
     encode_namespace,
     is_storable,
     prefix_condition,
@@ -41,6 +41,7 @@ from memlane.store.sqlite.codec import (
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.inline import InlineReader, TooMuchWork
 from memlane.store.sqlite.scopes import ASK_SQL, ScopeMap
+from memlane.store.text_walk import Scan, Seek, TextOrderWalk, TextRange
 from memlane.store.timestamps import Clock
 from memlane.store.types import Item, SearchItem, StoreClosedError
 from memlane.vectors import SearchCoalescer, VectorIndex
@@ -327,20 +328,69 @@ class Readers:
             k *= 2
 
     async def list_namespaces(self, op: PreparedList) -> list[tuple[str, ...]]:
+        """The page by index seeks (``text_walk.py``), all on a reader's thread: a seek or
+        two per namespace visited, and only the prefix's range and the page are visited."""
         now = self._clock.now()
 
         def run(raw: sqlite3.Connection) -> list[tuple[str, ...]]:
-            rows = raw.execute(f"SELECT DISTINCT namespace FROM items WHERE {_LIVE}", (now,))
-            return [decode_namespace(row[0]) for row in rows]
+            # One read transaction: every seek sees the same snapshot, as one scan did.
+            raw.execute("BEGIN")
+            try:
+                walk = TextOrderWalk(_namespace_seek(raw, now), _namespace_scan(raw, now))
+                return walk_matching_namespaces(
+                    walk, op.conditions, op.max_depth, op.limit, op.offset
+                )
+            finally:
+                raw.execute("COMMIT")
 
-        conn = await self._acquire()
-        try:
-            namespaces = await run_on_connection_thread(conn, run)
-        finally:
-            self._release(conn)
-        return list_matching_namespaces(
-            namespaces, op.conditions, op.max_depth, op.limit, op.offset
+        return await self._on_reader(run)
+
+
+# The first live namespace of a range of the (namespace, key) index: one descent, then a
+# row per expired item until a live one (expired items wait for the sweeper). A step's
+# ranges go in one statement: COALESCE runs each subquery only while those before found
+# nothing (measured: ~10 us a statement, most of it the call).
+_SEEK_BOUNDED = (
+    f"(SELECT namespace FROM items WHERE namespace >= ? AND namespace < ? AND {_LIVE}"
+    f" ORDER BY namespace LIMIT 1)"
+)
+_SEEK_OPEN = (
+    f"(SELECT namespace FROM items WHERE namespace >= ? AND {_LIVE} ORDER BY namespace LIMIT 1)"
+)
+
+
+@functools.lru_cache(maxsize=256)
+def seek_sql(bounded: int, open_end: bool) -> str:
+    """The statement for ``bounded`` ranges with an end, then one without if ``open_end``."""
+    parts = [_SEEK_BOUNDED] * bounded + ([_SEEK_OPEN] if open_end else [])
+    return f"SELECT COALESCE({', '.join(parts)}, NULL)"
+
+
+def _namespace_seek(raw: sqlite3.Connection, now: float) -> Seek:
+    def seek(ranges: Sequence[TextRange]) -> str | None:
+        if not ranges:
+            return None
+        params: list[object] = []
+        for low, high in ranges:
+            params += (low, now) if high is None else (low, high, now)
+        open_end = ranges[-1][1] is None
+        row = raw.execute(seek_sql(len(ranges) - open_end, open_end), params).fetchone()
+        return None if row[0] is None else str(row[0])
+
+    return seek
+
+
+def _namespace_scan(raw: sqlite3.Connection, now: float) -> Scan:
+    def scan(prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+        """In index order, nearly sorted: see ``list_matching_namespaces``."""
+        scope, params = prefix_condition(prefix)
+        sql = (
+            f"SELECT DISTINCT namespace FROM items WHERE {scope} AND {_LIVE}"
+            f" ORDER BY namespace"
         )
+        return [tuple(row[0].split(".")) for row in raw.execute(sql, [*params, now])]
+
+    return scan
 
 
 def _where(op: PreparedSearch, now: float) -> tuple[str, list[Any]]:
