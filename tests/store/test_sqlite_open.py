@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import sqlite3
@@ -10,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import anyio
 import pytest
 
 from memlane import PutOp, SqliteStore, StoreFileMissingError, StoreLockedError
@@ -100,8 +102,15 @@ async def test_writes_fail_once_the_file_is_no_longer_at_its_path(
         else:
             db.rename(tmp_path / "moved.db")
             db.write_bytes(b"")
-        with pytest.raises(StoreFileMissingError, match=r"a\.db was deleted, moved or replaced"):
-            await store.aput(("x",), "k2", {"a": 2})
+        # unlinked: the very next write fails; moved away: within PATH_CHECK_S (what is
+        # written meanwhile is safe in the moved file)
+        with anyio.fail_after(10), pytest.raises(
+            StoreFileMissingError, match=r"a\.db was deleted, moved or replaced"
+        ):
+            for n in itertools.count():
+                await store.aput(("x",), f"k{n}", {"a": n})
+                assert loss != "directory removed", "an unlinked file fails the next write"
+                await anyio.sleep(0.05)
         with pytest.raises(StoreFileMissingError):
             await store.abatch([PutOp(("x",), f"b{n}", {"n": n}) for n in range(100)])
         item = await store.aget(("x",), "k")  # reads still answer from the open file

@@ -306,10 +306,16 @@ class Embedder:
         """Embed one query without blocking the event loop, within ``timeout``."""
         return await self._within_timeout(self._aembed_query(text), 1)
 
+    @property
+    def quick(self) -> bool:
+        """True when embedding runs inline on the loop (``HashingEmbeddings``, or a sync
+        function proven quick): such a call cannot hang, nor be abandoned."""
+        return self._hashing is not None or self._docs_gate.inline
+
     async def _within_timeout(self, call: Awaitable[T], count: int) -> T:
         """Await ``call``; past ``timeout`` abandon it (a worker thread running a sync
         function is left to finish on its own) and raise ``EmbeddingTimeoutError``."""
-        if self.timeout is None:
+        if self.timeout is None or self.quick:
             return await call
         with anyio.move_on_after(self.timeout) as scope:
             return await call

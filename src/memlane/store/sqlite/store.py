@@ -125,6 +125,12 @@ class _FileLock:
             self._held.add(inode)
         self._fd, self.inode = fd, inode
 
+    def identity(self) -> tuple[Path, tuple[int, int], int] | None:
+        """The path, (st_dev, st_ino) and the lock's descriptor of the locked file."""
+        if self._fd is None or self.inode is None:
+            return None
+        return self.db_path, self.inode, self._fd
+
     def _locked(self) -> StoreLockedError:
         return StoreLockedError(
             f"{self.db_path} is already open for writing by another store (in this or "
@@ -279,7 +285,7 @@ class SqliteStore(BaseStore):
                 inline_max=32 if synchronous == "NORMAL" else 0,  # FULL fsyncs: use the thread
                 defer_embedding=defer,
                 busy_timeout_ms=busy_timeout_ms,
-                file=(db_path, lock.inode) if lock.inode is not None else None,
+                file=lock.identity(),
             )
             inline = InlineReader(db_path) if inline_reads else None
             reader_pool = Readers(

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,10 @@ class SweepRequest:
 
 
 Request = WriteRequest | TouchRequest | SweepRequest
+
+# How often the writer looks the store's path up again (a moved file); an unlinked one
+# is noticed before the very next commit.
+PATH_CHECK_S = 1.0
 
 # An embed call still running after this long lets queued writes that need no embedding
 # (deletes, ``index=False`` puts) commit beside it: a slow or hung provider holds up only
@@ -258,11 +263,16 @@ class Writer:
         checkpoint_bytes: int = 32 * 2**20,
         defer_embedding: bool = False,
         busy_timeout_ms: int = 5_000,
-        file: tuple[Path, tuple[int, int]] | None = None,
+        file: tuple[Path, tuple[int, int], int] | None = None,
     ) -> None:
         self._conn = conn
-        self._file = file  # the store's path and (st_dev, st_ino): see _check_file
-        self._busy_timeout_ms = int(busy_timeout_ms)  # the connection's; 0 while inline
+        self._file = file  # the store's path, (st_dev, st_ino) and a descriptor: _check_file
+        self._next_path_check = 0.0
+        self._file_gone = False
+        # The connection itself never waits for the write lock (busy_timeout 0): an inline
+        # commit must not, and the thread path waits in ``_begin_waiting``.
+        self._busy_timeout_ms = int(busy_timeout_ms)
+        conn._conn.execute("PRAGMA busy_timeout = 0")
         # index=False on an indexed file: rows keep their vector bookkeeping (stale vectors
         # go, ids are kept) and each written item is marked for embedding (``pending.py``).
         self._defer_embedding = defer_embedding
@@ -391,17 +401,21 @@ class Writer:
             for item_id in r.item_ids
         ]
         sweeps = [r for r in batch if isinstance(r, SweepRequest)]
-        numbered = [(n, put) for n, request in enumerate(writes) for put in request.puts]
-        entries = await _in_slices(numbered, lambda part: [_Entry(n, put) for n, put in part])
+        entries = [_Entry(n, put) for n, request in enumerate(writes) for put in request.puts]
         failed: dict[int, BaseException] = {}
-        if self._indexer is not None:
+        if self._indexer is not None and self._indexer.embedder.quick:
+            survivors = await self._embed(entries, failed)  # runs inline: nothing to wait for
+        elif self._indexer is not None:
             survivors = await self._express(self._embed(entries, failed), batch)
         elif len(entries) > SLICE:
             survivors = await anyio.to_thread.run_sync(_coalesce, entries, failed)
         else:
             survivors = _coalesce(entries, failed)
         stamp = self._clock.next_stamp
-        stamps = await _in_slices(survivors, lambda part: [stamp() for _ in part])
+        if len(survivors) <= SLICE:
+            stamps = [stamp() for _ in survivors]
+        else:
+            stamps = await _in_slices(survivors, lambda part: [stamp() for _ in part])
         return _Prepared(writes, touches, sweeps, entries, survivors, failed, stamps)
 
     async def _finish(self, batch: _Prepared) -> None:
@@ -552,12 +566,15 @@ class Writer:
 
         def transaction(raw: sqlite3.Connection, inline: bool = False) -> _Changes:
             self._check_file()
-            try:
-                raw.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if inline and exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
-                    raise _Busy from exc  # nothing written: wait on the thread instead
-                raise
+            if inline:
+                try:
+                    raw.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                        raise _Busy from exc  # nothing written: wait on the thread instead
+                    raise
+            else:
+                _begin_waiting(raw, self._busy_timeout_ms / 1000)
             try:
                 changes = _Changes()
                 _write_entries(raw, entries, stamps, now, indexed, changes, ids, mark)
@@ -600,11 +617,7 @@ class Writer:
             # loop never waits for the write lock: held by another connection, the batch
             # goes to the connection's thread, which waits up to busy_timeout.
             try:
-                self._raw.execute("PRAGMA busy_timeout = 0")
-                try:
-                    changes = transaction(self._raw, inline=True)
-                finally:
-                    self._raw.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
+                changes = transaction(self._raw, inline=True)
             except _Busy:
                 changes = await run_on_connection_thread(self._conn, transaction)
         else:
@@ -616,16 +629,28 @@ class Writer:
         return changes
 
     def _check_file(self) -> None:
-        """Refuse to commit into a file that is no longer the one at the store's path: the
-        commit would succeed, and be lost when the process exits."""
+        """Refuse to commit into a file that is no longer the one at the store's path.
+
+        An unlinked file (deleted, its directory removed, replaced) would take the commit
+        and lose it when the process exits: its link count, read from the open descriptor,
+        is checked before every commit. A file moved elsewhere keeps its data; the path
+        itself is looked up at most every ``PATH_CHECK_S``.
+        """
         if self._file is None:
             return
-        path, identity = self._file
-        try:
-            stat = os.stat(path)
-        except FileNotFoundError:
-            stat = None
-        if stat is None or (stat.st_dev, stat.st_ino) != identity:
+        path, identity, fd = self._file
+        gone = self._file_gone or os.fstat(fd).st_nlink == 0
+        now = time.monotonic()
+        if not gone and now >= self._next_path_check:
+            self._next_path_check = now + PATH_CHECK_S
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:
+                gone = True
+            else:
+                gone = (stat.st_dev, stat.st_ino) != identity
+        if gone:
+            self._file_gone = True  # for good: the path never turns back into this file
             raise StoreFileMissingError(
                 f"the store file {path} was deleted, moved or replaced while the store was "
                 f"open (was its directory removed?); this write was not committed. Close "
@@ -857,6 +882,23 @@ def _write_entries(
         for (namespace, _), item_id in zip(deletes, deleted_ids, strict=True)
         if item_id is not None
     )
+
+
+def _begin_waiting(raw: sqlite3.Connection, wait_s: float) -> None:
+    """``BEGIN IMMEDIATE``, retrying while another connection holds the write lock, for up
+    to ``wait_s`` (on the connection's thread, never the loop's)."""
+    deadline = time.monotonic() + wait_s
+    pause = 0.001
+    while True:
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            left = deadline - time.monotonic()
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or left <= 0:
+                raise
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.05)
 
 
 def _mark_pending(
