@@ -1,8 +1,9 @@
 """The longest event-loop stall of one big call, per store: no call may hold the loop long.
 
 A heartbeat task sleeps 5 ms at a time and records the largest gap between its wake-ups
-while one call runs: an import of 100k items, a batch of 20k puts, reading a 50 MB value,
-a search with ``limit=10**9`` over 100k items, and an ``$or`` filter of 20k branches.
+while one call runs (its input is built before): an import of 100k items, a batch of 20k
+puts, reading a 50 MB value, a search with ``limit=10**9`` over 100k items, and an ``$or``
+filter of 20k branches.
 
     .venv/bin/python benchmarks/loop_stalls.py
     .venv/bin/python benchmarks/loop_stalls.py --stores sqlite --items 20000
@@ -25,38 +26,41 @@ from burst import Heartbeat
 from memlane import ImportItem, InMemoryStore, PutOp, SqliteStore
 from memlane.store.base import BaseStore
 
-Scenario = Callable[[BaseStore, int], Awaitable[Any]]
+Call = Callable[[BaseStore], Awaitable[Any]]
 
 
-async def import_items(store: BaseStore, n: int) -> None:
+def import_items(n: int) -> Call:
     now = datetime.now(UTC)
     items = [ImportItem(("imp", str(i % 100)), f"k{i}", {"text": f"item {i}"}, now, now)
              for i in range(n)]
-    await store.aimport(items)  # type: ignore[attr-defined]
+    return lambda store: store.aimport(items)  # type: ignore[attr-defined,no-any-return]
 
 
-async def batch_puts(store: BaseStore, n: int) -> None:
-    await store.abatch([PutOp(("batch",), f"k{i}", {"text": f"item {i}"}) for i in range(n // 5)])
+def batch_puts(n: int) -> Call:
+    ops = [PutOp(("batch",), f"k{i}", {"text": f"item {i}"}) for i in range(n // 5)]
+    return lambda store: store.abatch(ops)
 
 
-async def big_value(store: BaseStore, n: int) -> None:
-    await store.aget(("big",), "value")
+def big_value(n: int) -> Call:
+    return lambda store: store.aget(("big",), "value")
 
 
-async def huge_limit(store: BaseStore, n: int) -> None:
-    await store.asearch(("bulk",), limit=10**9)
+def huge_limit(n: int) -> Call:
+    return lambda store: store.asearch(("bulk",), limit=10**9)
 
 
-async def wide_or(store: BaseStore, n: int) -> None:
-    await store.asearch(("big",), filter={"$or": [{"n": i} for i in range(20_000)]}, limit=5)
+def wide_or(n: int) -> Call:
+    spec = {"$or": [{"n": i} for i in range(20_000)]}
+    return lambda store: store.asearch(("big",), filter=spec, limit=5)
 
 
-SCENARIOS: dict[str, tuple[Scenario, bool]] = {  # name -> (call, needs the bulk data)
-    "aimport of N items": (import_items, False),
-    "abatch of N/5 puts": (batch_puts, False),
-    "aget of a 50 MB value": (big_value, True),
-    "asearch limit=10**9": (huge_limit, True),
-    "asearch $or 20k branches": (wide_or, True),
+# name -> builds the call's input (outside the measurement) and returns the call
+SCENARIOS: dict[str, Callable[[int], Call]] = {
+    "aimport of N items": import_items,
+    "abatch of N/5 puts": batch_puts,
+    "aget of a 50 MB value": big_value,
+    "asearch limit=10**9": huge_limit,
+    "asearch $or 20k branches": wide_or,
 }
 
 
@@ -67,11 +71,11 @@ async def fill(store: BaseStore, n: int) -> None:
     await store.aput(("big",), "value", {"blob": "x" * 50_000_000})
 
 
-async def measure(store: BaseStore, call: Scenario, n: int) -> tuple[float, float]:
+async def measure(store: BaseStore, call: Call) -> tuple[float, float]:
     with Heartbeat() as beat:
         await asyncio.sleep(0.02)
         started = time.perf_counter()
-        await call(store, n)
+        await call(store)
         elapsed = time.perf_counter() - started
         await asyncio.sleep(0.01)
     return elapsed, beat.max_gap
@@ -88,11 +92,12 @@ async def run(kind: str, folder: Path, n: int) -> None:
         if gc.isenabled() and gc.get_freeze_count():
             gc.collect()
             gc.freeze()
-        for name, (call, _) in SCENARIOS.items():
+        for name, build in SCENARIOS.items():
             if name.startswith("aimport") and not hasattr(store, "aimport"):
                 continue
+            call = build(n)
             try:
-                elapsed, stall = await measure(store, call, n)
+                elapsed, stall = await measure(store, call)
             except Exception as exc:
                 print(f"{kind:7s} {name.replace('N', f'{n:,}'):34s} failed: {exc!r:.80}")
                 continue

@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import StoreFactory
 
 from memlane import ImportItem, InMemoryStore, PutOp, SqliteStore
+from memlane.store.filters import parse_filter
 from memlane.store.ops import prepare_ops
 
 pytestmark = pytest.mark.anyio
@@ -107,3 +108,18 @@ async def test_a_big_import_does_not_hold_the_loop(tmp_path: Any) -> None:
         stall = await longest_stall(lambda: store.aimport(batch))
         assert stall < alone / 2, f"stalled {stall * 1000:.0f} ms; work {alone * 1000:.0f} ms"
         assert len(await store.asearch(("imp",), limit=50_000)) == 40_000
+
+
+async def test_a_wide_filter_is_compiled_off_the_loop(make_store: StoreFactory) -> None:
+    store = await make_store()
+    await store.abatch(puts("w", 50))
+    spec = {"$or": [{"n": i} for i in range(0, 40_000, 2)]}
+    alone = reference(lambda: parse_filter(spec).to_sql("items.value"))
+    found: list[Any] = []
+
+    async def search() -> None:
+        found.extend(await store.asearch(("batch",), filter=spec, limit=100))
+
+    stall = await longest_stall(search)
+    assert sorted(item.value["n"] for item in found) == list(range(0, 50, 2))
+    assert stall < alone / 2, f"stalled {stall * 1000:.0f} ms; the work takes {alone * 1000:.0f}"

@@ -90,6 +90,7 @@ _FIELD_OPS: Final = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", 
 _LOGIC_OPS: Final = ("$and", "$or", "$not")
 _ALLOWED: Final = f"field operators {', '.join(_FIELD_OPS)}; logical operators $and, $or, $not"
 
+WIDE: Final = 256  # see Filter.wide
 MAX_DEPTH: Final = 20
 """Most levels a filter may nest (see the module docstring for what counts as a level)."""
 MAX_NODES: Final = 2_000
@@ -428,6 +429,22 @@ class Filter:
     def is_empty(self) -> bool:
         """True when the filter accepts every value (``None`` or ``{}``)."""
         return self._node == _And(())
+
+    @property
+    def wide(self) -> bool:
+        """More than ``WIDE`` conditions and operand values: compiling it to SQL is work for
+        a reader thread, not the loop's inline connection."""
+        seen, stack = 0, [self._node]
+        while stack and seen <= WIDE:
+            node = stack.pop()
+            seen += 1
+            if isinstance(node, _In | _Contains):
+                seen += len(node.operands)
+            elif isinstance(node, _And | _Or):
+                stack.extend(node.children)
+            elif isinstance(node, _Not):
+                stack.append(node.child)
+        return seen > WIDE
 
     def to_sql(self, column: str) -> tuple[str, list[Any]]:
         """A boolean SQL expression over ``column`` (orjson JSON text) and its parameters."""

@@ -239,7 +239,8 @@ class Readers:
             await asyncio.sleep(0)
         now = self._clock.now()
         if self._coalescer is None or query is None:
-            found = await self._read(lambda raw: _filter_search(raw, op, now))
+            search = functools.partial(_filter_search, op=op, now=now)
+            found = await (self._on_reader(search) if op.filter.wide else self._read(search))
         else:
             found = await self._vector_search(op, query, now)
         if op.refresh_ttl:
