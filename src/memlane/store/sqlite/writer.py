@@ -401,7 +401,8 @@ class Writer:
             for item_id in r.item_ids
         ]
         sweeps = [r for r in batch if isinstance(r, SweepRequest)]
-        entries = [_Entry(n, put) for n, request in enumerate(writes) for put in request.puts]
+        numbered = [(n, put) for n, request in enumerate(writes) for put in request.puts]
+        entries = await _in_slices(numbered, lambda part: [_Entry(n, put) for n, put in part])
         failed: dict[int, BaseException] = {}
         if self._indexer is not None and self._indexer.embedder.quick:
             survivors = await self._embed(entries, failed)  # runs inline: nothing to wait for
