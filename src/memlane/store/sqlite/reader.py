@@ -240,7 +240,7 @@ class Readers:
         now = self._clock.now()
         if self._coalescer is None or query is None:
             search = functools.partial(_filter_search, op=op, now=now)
-            found = await (self._on_reader(search) if op.filter.wide else self._read(search))
+            found = await self._read(search, inline=not op.filter.wide)
         else:
             found = await self._vector_search(op, query, now)
         if op.refresh_ttl:
@@ -249,13 +249,14 @@ class Readers:
                 self._touch(touched, now)
         return [item for item, _, _ in found]
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """On the loop's inline connection when the read is small, else on a pooled one.
+    async def _read(self, fn: Callable[[sqlite3.Connection], _T], inline: bool = True) -> _T:
+        """On the loop's inline connection when the read is small, else on a pooled one
+        (always pooled with ``inline=False``: a wide filter compiles to SQL off the loop).
 
         No checkpoint here: ``search`` yields once, up front or in the coalescer. Every
         extra yield would put the search behind every ready task once more (writers,
         under load)."""
-        if self._inline is not None:
+        if self._inline is not None and inline:
             try:
                 return self._inline.run(fn)
             except TooMuchWork:
@@ -300,7 +301,7 @@ class Readers:
                     return ids  # too many to score here: the coalescer's threads will
                 return _ranked_rows(raw, index, op, query, ids, now)
 
-            result = await self._read(scoped)
+            result = await self._read(scoped, inline=not op.filter.wide)
             if isinstance(result, list):
                 return result
             candidates = result
@@ -325,7 +326,9 @@ class Readers:
                 return _page(kept, op)
             if candidates is None and k >= 4 * wanted:
                 # many expired but unswept items: let SQL name the live ones instead
-                candidates = await self._read(lambda raw: _candidate_ids(raw, op, now))
+                candidates = await self._read(
+                    lambda raw: _candidate_ids(raw, op, now), inline=not op.filter.wide
+                )
             k *= 2
 
     async def list_namespaces(self, op: PreparedList) -> list[tuple[str, ...]]:
