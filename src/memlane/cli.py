@@ -93,12 +93,13 @@ def _embeddings(spec: str) -> tuple[Any, int | None]:
 
 
 def index_from_options(
-    embed: str | None, dims: int | None, fields: str | None
+    embed: str | None, dims: int | None, fields: str | None, distance: str | None = None
 ) -> IndexConfig | None:
-    """The destination's index config from ``--embed``, ``--dims`` and ``--fields``."""
+    """The destination's index config from ``--embed``, ``--dims``, ``--fields`` and
+    ``--distance``."""
     if embed is None:
-        if dims is not None or fields is not None:
-            raise UsageError("--dims and --fields need --embed")
+        if dims is not None or fields is not None or distance is not None:
+            raise UsageError("--dims, --fields and --distance need --embed")
         return None
     embedder, implied_dims = _embeddings(embed)
     if dims is None:
@@ -107,7 +108,12 @@ def index_from_options(
         raise UsageError(f"--dims {dims} disagrees with --embed {embed}")
     if dims is None:
         raise UsageError(f"--embed {embed} needs --dims (the model's vector size)")
-    return IndexConfig(dims=dims, embed=embedder, fields=tuple(split_fields(fields or "$")))
+    return IndexConfig(
+        dims=dims,
+        embed=embedder,
+        fields=tuple(split_fields(fields or "$")),
+        distance=distance or "cosine",  # type: ignore[arg-type]  # argparse checked it
+    )
 
 
 def _add_index_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,6 +124,8 @@ def _add_index_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dims", type=int, help="vector size (implied by hashing:<dims>)")
     group.add_argument("--fields", metavar="PATHS",
                        help="comma-separated JSON paths to embed (default: $, the whole value)")
+    group.add_argument("--distance", choices=["cosine", "inner_product", "l2"],
+                       help="how the destination scores queries (default: cosine)")
     parser.add_argument("--chunk-size", type=int, default=500, metavar="N",
                         help="items per write batch (default 500)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -153,7 +161,7 @@ def _print_report(report: MigrationReport, *, show: int = 10) -> None:
 
 
 def _copy(source: Source, args: argparse.Namespace) -> int:
-    index = index_from_options(args.embed, args.dims, args.fields)
+    index = index_from_options(args.embed, args.dims, args.fields, args.distance)
     if args.chunk_size < 1:
         raise UsageError("--chunk-size must be positive")
     progress = None if args.quiet else _print_progress

@@ -18,7 +18,7 @@ from langgraph.store.sqlite import SqliteStore as LGSqliteStore
 from langgraph.store.sqlite.aio import AsyncSqliteStore as LGAsyncSqliteStore
 from tests.conftest import KEYWORD_DIMS, FakeClock, keyword_embed
 
-from memlane import HashingEmbeddings, IndexConfig, SqliteStore
+from memlane import HashingEmbeddings, IndexConfig, IndexConfigError, SqliteStore
 from memlane.cli import main, split_fields
 from memlane.transfer import (
     JsonlSource,
@@ -312,3 +312,29 @@ def test_cli_index_option_errors(
 def test_split_fields_keeps_braces_together() -> None:
     assert split_fields("text, meta.title,{a,b},list[*]") == [
         "text", "meta.title", "{a,b}", "list[*]"]
+
+
+def test_migrate_records_the_distance_given_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "source.db"
+    with SqliteStore.open_sync(source) as store:
+        store.put(("u",), "near", {"text": "jazz"})
+        store.put(("u",), "far", {"text": "rain weather"})
+    target = tmp_path / "target.db"
+    args = ["--embed", "hashing:32", "--fields", "text", "--distance", "l2", "-q"]
+    assert main(["migrate", str(source), str(target), *args]) == 0
+    capsys.readouterr()
+    hashing = HashingEmbeddings(32)
+    l2 = IndexConfig(dims=32, embed=hashing, fields=["text"], distance="l2")
+    with SqliteStore.open_sync(target, index=l2) as store:
+        hits = store.search(("u",), query="jazz")
+        assert hits[0].key == "near" and hits[0].score == pytest.approx(0.0, abs=1e-6)
+        assert all(hit.score is not None and hit.score <= 0 for hit in hits)  # -distance
+    cosine = IndexConfig(dims=32, embed=hashing, fields=["text"])
+    with pytest.raises(IndexConfigError, match="distance"), SqliteStore.open_sync(
+        target, index=cosine
+    ):
+        pass
+    assert main(["migrate", str(source), str(tmp_path / "x.db"), "--distance", "l2"]) == 2
+    assert "--distance need --embed" in capsys.readouterr().err
