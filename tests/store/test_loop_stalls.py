@@ -9,6 +9,7 @@ it: before the fix the stall *was* the reference (the work ran on the loop at on
 from __future__ import annotations
 
 import gc
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -59,6 +60,17 @@ async def longest_stall(call: Callable[[], Awaitable[Any]]) -> float:
     return longest
 
 
+async def best_stall(call: Callable[[], Awaitable[Any]], limit: float, tries: int = 3) -> float:
+    """The shortest longest-stall over up to ``tries`` runs of ``call`` (stopping once under
+    ``limit``): work on the loop stalls every run, a pause of the machine's only some."""
+    best = math.inf
+    for _ in range(tries):
+        best = min(best, await longest_stall(call))
+        if best < limit:
+            break
+    return best
+
+
 def reference(work: Callable[[], Any]) -> float:
     started = time.perf_counter()
     work()
@@ -73,7 +85,7 @@ async def test_a_big_batch_of_puts_does_not_hold_the_loop(make_store: StoreFacto
     store = await make_store()
     ops = puts("a", 20_000)
     alone = reference(lambda: prepare_ops(puts("b", 20_000)))  # checking and serialising
-    stall = await longest_stall(lambda: store.abatch(ops))
+    stall = await best_stall(lambda: store.abatch(ops), alone / 2)
     assert stall < alone / 2, f"stalled {stall * 1000:.0f} ms; the work takes {alone * 1000:.0f}"
     assert len(await store.asearch(("batch",), limit=30_000)) == 20_000
 
@@ -88,9 +100,9 @@ async def test_a_search_with_a_huge_limit_does_not_hold_the_loop() -> None:
     found: list[Any] = []
 
     async def search() -> None:
-        found.extend(await store.asearch(("batch",), limit=10**9))
+        found[:] = await store.asearch(("batch",), limit=10**9)
 
-    stall = await longest_stall(search)
+    stall = await best_stall(search, alone / 2)
     assert len(found) == 30_000
     assert stall < alone / 2, f"stalled {stall * 1000:.0f} ms; the work takes {alone * 1000:.0f}"
 
@@ -105,7 +117,7 @@ async def test_a_big_import_does_not_hold_the_loop(tmp_path: Any) -> None:
     async with SqliteStore.open(tmp_path / "s.db") as store:
         batch = items("a")
         alone = reference(lambda: prepare_ops(puts("b", 40_000)))
-        stall = await longest_stall(lambda: store.aimport(batch))
+        stall = await best_stall(lambda: store.aimport(batch), alone / 2)
         assert stall < alone / 2, f"stalled {stall * 1000:.0f} ms; work {alone * 1000:.0f} ms"
         assert len(await store.asearch(("imp",), limit=50_000)) == 40_000
 
@@ -118,8 +130,8 @@ async def test_a_wide_filter_is_compiled_off_the_loop(make_store: StoreFactory) 
     found: list[Any] = []
 
     async def search() -> None:
-        found.extend(await store.asearch(("batch",), filter=spec, limit=100))
+        found[:] = await store.asearch(("batch",), filter=spec, limit=100)
 
-    stall = await longest_stall(search)
+    stall = await best_stall(search, alone / 2)
     assert sorted(item.value["n"] for item in found) == list(range(0, 50, 2))
     assert stall < alone / 2, f"stalled {stall * 1000:.0f} ms; the work takes {alone * 1000:.0f}"
