@@ -8,6 +8,7 @@ One process owns a file for writing: a second ``open`` of the same file fails at
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -20,7 +21,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
-import aiosqlite
 import anyio
 from anyio.from_thread import start_blocking_portal
 
@@ -175,7 +175,7 @@ class SqliteStore(BaseStore):
         self._loop_thread = threading.current_thread()
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
-        self._on_close: list[Callable[[], Any]] = []
+        self._resources = contextlib.AsyncExitStack()  # connections and the lock: see _open
         self._tasks: list[asyncio.Task[None]] = []
 
     # ---- opening -------------------------------------------------------------------------
@@ -231,12 +231,15 @@ class SqliteStore(BaseStore):
         lock = _FileLock(db_path)
         await anyio.to_thread.run_sync(lock.refuse_if_held)
         await anyio.to_thread.run_sync(_refuse_foreign, db_path)
-        await anyio.to_thread.run_sync(lock.acquire)
-        opened: list[aiosqlite.Connection] = []
+        # Each resource has one owner: this stack, until the store takes it whole. Closed in
+        # reverse order (connections before the lock), on failure here or at ``aclose``.
+        resources = contextlib.AsyncExitStack()
         try:
+            await anyio.to_thread.run_sync(lock.acquire)
+            resources.callback(lock.release)
             store_clock = Clock(clock)
             writer_conn = await connect(db_path)
-            opened.append(writer_conn)
+            resources.push_async_callback(writer_conn.close)
 
             def prepare(raw: sqlite3.Connection) -> tuple[int, int, bool, bool]:
                 configure(raw, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
@@ -258,7 +261,7 @@ class SqliteStore(BaseStore):
             reader_conns = []
             for _ in range(readers):
                 conn = await connect(db_path, read_only=True)
-                opened.append(conn)
+                resources.push_async_callback(conn.close)
                 await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
                 reader_conns.append(conn)
             vectors = scopes = None
@@ -287,7 +290,10 @@ class SqliteStore(BaseStore):
                 busy_timeout_ms=busy_timeout_ms,
                 file=lock.identity(),
             )
-            inline = InlineReader(db_path) if inline_reads else None
+            inline = None
+            if inline_reads:
+                inline = InlineReader(db_path)
+                resources.callback(inline.close)
             reader_pool = Readers(
                 reader_conns,
                 vectors=vectors,
@@ -296,37 +302,32 @@ class SqliteStore(BaseStore):
                 inline=inline,
                 scopes=scopes,
             )
-            store = cls(
-                path=db_path,
-                index_config=index_config,
-                ttl_config=ttl_config,
-                indexer=indexer,
-                writer=writer,
-                readers=reader_pool,
-                clock=store_clock,
-            )
-            store._queries = not index_disabled
-            store._on_close.extend(conn.close for conn in opened)
-            if inline is not None:
-                store._on_close.append(inline.close)
-            # Plain tasks, not a task group: an exception raised by the caller's code inside
-            # ``async with`` must reach it as itself, not wrapped in an ExceptionGroup.
-            store._tasks.append(asyncio.create_task(writer.run(), name="memlane-writer"))
-            if ttl_config is not None and ttl_config.sweep_interval_minutes:
-                store._tasks.append(
-                    asyncio.create_task(
-                        store._sweep_forever(ttl_config.sweep_interval_minutes),
-                        name="memlane-ttl-sweeper",
-                    )
-                )
-            store._on_close.append(lock.release)
-            return store
         except BaseException:
             with anyio.CancelScope(shield=True):
-                for conn in opened:
-                    await conn.close()
-            lock.release()
+                await resources.aclose()
             raise
+        store = cls(
+            path=db_path,
+            index_config=index_config,
+            ttl_config=ttl_config,
+            indexer=indexer,
+            writer=writer,
+            readers=reader_pool,
+            clock=store_clock,
+        )
+        store._queries = not index_disabled
+        store._resources = resources.pop_all()
+        # Plain tasks, not a task group: an exception raised by the caller's code inside
+        # ``async with`` must reach it as itself, not wrapped in an ExceptionGroup.
+        store._tasks.append(asyncio.create_task(writer.run(), name="memlane-writer"))
+        if ttl_config is not None and ttl_config.sweep_interval_minutes:
+            store._tasks.append(
+                asyncio.create_task(
+                    store._sweep_forever(ttl_config.sweep_interval_minutes),
+                    name="memlane-ttl-sweeper",
+                )
+            )
+        return store
 
     @classmethod
     @contextmanager
@@ -473,10 +474,7 @@ class SqliteStore(BaseStore):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._readers.shut()
-        for release in self._on_close:
-            result = release()
-            if asyncio.iscoroutine(result):
-                await result
+        await self._resources.aclose()
 
     def close(self) -> None:
         """Blocking twin of :meth:`aclose`, for another thread than the store's loop."""
