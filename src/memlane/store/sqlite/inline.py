@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from memlane.store.sqlite.policies import INLINE_READ_STEPS
 from memlane.store.sqlite.schema import READER_PRAGMAS
 from memlane.store.types import StoreClosedError
 
@@ -31,7 +32,7 @@ __all__ = ["DEFAULT_BUDGET", "InlineReader", "TooMuchWork"]
 
 T = TypeVar("T")
 
-DEFAULT_BUDGET = 20_000  # VM steps per read (every statement of it); see the docstring
+DEFAULT_BUDGET = INLINE_READ_STEPS  # VM steps per read (every statement of it)
 _TICK = 1_000  # how often SQLite calls back to count steps
 
 

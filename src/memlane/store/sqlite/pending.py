@@ -20,13 +20,12 @@ import orjson
 from memlane.store.indexing import Indexer
 from memlane.store.paths import JsonPath, compile_path
 from memlane.store.sqlite.connection import run_on_connection_thread
+from memlane.store.sqlite.policies import PENDING_CHUNK
 
 __all__ = ["embed_pending", "encode_fields", "vector_blob"]
 
 log = logging.getLogger("memlane.store.sqlite")
 
-# Items embedded per call and per transaction while catching up.
-PENDING_CHUNK = 256
 
 _SELECT = (
     "SELECT p.item_id, p.fields, i.value FROM pending_vectors p JOIN items i ON i.id = p.item_id"

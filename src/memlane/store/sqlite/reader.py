@@ -40,6 +40,7 @@ from memlane.store.sqlite.codec import (
 )
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.inline import InlineReader, TooMuchWork
+from memlane.store.sqlite.policies import GET_BATCH, GET_KEY_CHUNK
 from memlane.store.sqlite.scopes import ASK_SQL, ScopeMap
 from memlane.store.text_walk import Scan, Seek, TextOrderWalk, TextRange
 from memlane.store.timestamps import Clock
@@ -52,8 +53,6 @@ _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _ANY_EXPIRED = "SELECT 1 FROM items WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT 1"
 _GET = f"SELECT {ITEM_COLUMNS} FROM items WHERE namespace = ? AND key = ? AND {_LIVE}"
 _ID_CHUNK = 500
-_KEY_CHUNK = 100  # arms per compound lookup; 300 parameters stays far below SQLite's limit
-_GET_BATCH = 256  # gets per hop; measured: larger hops win, the work is GIL-bound
 
 _PendingGet = tuple[str, str, bool, "asyncio.Future[Item | None]"]
 _Found = tuple[SearchItem, int, bool]  # the item, its id, whether it carries an expiry
@@ -183,8 +182,8 @@ class Readers:
         task.add_done_callback(self._flushers.discard)
 
     async def _flush(self, conn: aiosqlite.Connection) -> None:
-        batch = self._pending[:_GET_BATCH]
-        del self._pending[:_GET_BATCH]
+        batch = self._pending[:GET_BATCH]
+        del self._pending[:GET_BATCH]
         # The callers of a crowd's batch usually come back together: their next gets skip
         # the checkpoint that tells a lone get from a crowd, and queue at once.
         self._crowd_hint = len(batch) > 1
@@ -499,8 +498,8 @@ def _rows_by_key(
     (A row-value ``IN (VALUES ...)`` would scan the table; each arm here uses the index.)
     """
     rows: dict[tuple[str, str], tuple[Any, ...]] = {}
-    for start in range(0, len(keys), _KEY_CHUNK):
-        chunk = keys[start : start + _KEY_CHUNK]
+    for start in range(0, len(keys), GET_KEY_CHUNK):
+        chunk = keys[start : start + GET_KEY_CHUNK]
         sql = " UNION ALL ".join([_GET] * len(chunk))
         params = [value for key in chunk for value in key]
         for row in raw.execute(sql, params):

@@ -40,6 +40,7 @@ from memlane.store.ops import (
 from memlane.store.sqlite.connection import connect, run_on_connection_thread
 from memlane.store.sqlite.inline import InlineReader
 from memlane.store.sqlite.pending import embed_pending
+from memlane.store.sqlite.policies import CLOSE_GIVE_UP_S, INLINE_COMMIT_ROWS
 from memlane.store.sqlite.reader import Readers
 from memlane.store.sqlite.schema import (
     Synchronous,
@@ -66,10 +67,6 @@ from memlane.store.types import (
 from memlane.vectors import VectorIndex
 
 __all__ = ["SqliteStore", "StoreLockedError"]
-
-# How long ``aclose`` waits for queued writes by default: a few embed calls' worth, so that
-# leaving ``async with`` never hangs on a provider that stopped answering.
-CLOSE_TIMEOUT_S = 120.0
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -285,7 +282,8 @@ class SqliteStore(BaseStore):
                 capacity=mailbox_capacity,
                 max_batch=max_batch,
                 first_id=top_id + 1,
-                inline_max=32 if synchronous == "NORMAL" else 0,  # FULL fsyncs: use the thread
+                # FULL fsyncs each commit: always on the connection's thread
+                inline_max=INLINE_COMMIT_ROWS if synchronous == "NORMAL" else 0,
                 defer_embedding=defer,
                 busy_timeout_ms=busy_timeout_ms,
                 file=lock.identity(),
@@ -447,7 +445,7 @@ class SqliteStore(BaseStore):
 
     # ---- closing -------------------------------------------------------------------------
 
-    async def aclose(self, give_up_after: float | None = CLOSE_TIMEOUT_S) -> None:
+    async def aclose(self, give_up_after: float | None = CLOSE_GIVE_UP_S) -> None:
         """Stop taking work, commit everything queued, stop the writer, close connections.
 
         Past ``give_up_after`` seconds (``None``: no limit) the writes still queued or being

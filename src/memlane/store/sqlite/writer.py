@@ -42,6 +42,13 @@ from memlane.store.sqlite.codec import encode_namespace
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.mailbox import Mailbox, MailboxClosed
 from memlane.store.sqlite.pending import encode_fields, vector_blob
+from memlane.store.sqlite.policies import (
+    CHECKPOINT_BYTES,
+    EXPRESS_AFTER_S,
+    INLINE_COMMIT_ROWS,
+    PATH_CHECK_S,
+    SLICE,
+)
 from memlane.store.sqlite.scopes import ScopeMap
 from memlane.store.sqlite.stored_vectors import reload_items
 from memlane.store.timestamps import Clock
@@ -113,19 +120,6 @@ class SweepRequest:
 
 Request = WriteRequest | TouchRequest | SweepRequest
 
-# How often the writer looks the store's path up again (a moved file); an unlinked one
-# is noticed before the very next commit.
-PATH_CHECK_S = 1.0
-
-# An embed call still running after this long lets queued writes that need no embedding
-# (deletes, ``index=False`` puts) commit beside it: a slow or hung provider holds up only
-# the writes that need it.
-EXPRESS_AFTER_S = 0.2
-
-
-# A batch of more puts than this is prepared in slices, yielding to the loop between them
-# (a 100k-item import would otherwise hold the loop for a tenth of a second).
-SLICE = 4_096
 
 X = TypeVar("X")
 Y = TypeVar("Y")
@@ -259,8 +253,8 @@ class Writer:
         capacity: int = 10_000,
         max_batch: int = 2_048,
         first_id: int = 1,
-        inline_max: int = 32,
-        checkpoint_bytes: int = 32 * 2**20,
+        inline_max: int = INLINE_COMMIT_ROWS,
+        checkpoint_bytes: int = CHECKPOINT_BYTES,
         defer_embedding: bool = False,
         busy_timeout_ms: int = 5_000,
         file: tuple[Path, tuple[int, int], int] | None = None,
@@ -278,7 +272,7 @@ class Writer:
         self._defer_embedding = defer_embedding
         self._raw: sqlite3.Connection = conn._conn  # for inline commits of small batches
         # Vector blobs make rows ~1.5 KB each: a smaller batch still commits in microseconds.
-        self._inline_max = inline_max if indexer is None else inline_max // 4
+        self._inline_max = inline_max if indexer is None else inline_max // 4  # see policies
         self._checkpoint_bytes = checkpoint_bytes
         self._since_checkpoint = 0
         self._scopes = scopes

@@ -1,0 +1,67 @@
+"""The SQLite store's tuned knobs, in one place, each with the measurement behind it.
+
+The figures are in ``docs/sqlite.md`` and ``benchmarks/README.md``; a knob changes only with
+a benchmark run before and after.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "CHECKPOINT_BYTES",
+    "CLOSE_GIVE_UP_S",
+    "EXPRESS_AFTER_S",
+    "GET_BATCH",
+    "GET_KEY_CHUNK",
+    "INLINE_COMMIT_ROWS",
+    "INLINE_COMMIT_ROWS_WITH_VECTORS",
+    "INLINE_READ_STEPS",
+    "PATH_CHECK_S",
+    "PENDING_CHUNK",
+    "SLICE",
+]
+
+# Writes --------------------------------------------------------------------------------
+
+# A batch this small commits on the loop's thread: it takes microseconds, less than the
+# ~0.3 ms thread hop (docs/sqlite.md, "Shape" and "The thread-hop detail"). Rows with
+# vectors are ~1.5 KB each, so fewer of them.
+INLINE_COMMIT_ROWS: Final = 32
+INLINE_COMMIT_ROWS_WITH_VECTORS: Final = INLINE_COMMIT_ROWS // 4
+
+# The writer checkpoints the WAL itself, on the connection's thread, after about this much
+# written, so that an inline commit never turns into copying megabytes on the loop.
+CHECKPOINT_BYTES: Final = 32 * 2**20
+
+# A batch of more puts than this is prepared in slices, yielding to the loop between them
+# (benchmarks/README.md, "Loop stalls of big calls").
+SLICE: Final = 4_096
+
+# An embed call still running after this long lets queued writes that need no embedding
+# (deletes, ``index=False`` puts) commit beside it: a slow or hung provider holds up only the
+# writes that need it.
+EXPRESS_AFTER_S: Final = 0.2
+
+# How often the writer looks the store's path up again (a moved file); an unlinked file is
+# noticed before the very next commit. A lookup per commit cost ~5% of a lone writer's puts/s.
+PATH_CHECK_S: Final = 1.0
+
+# How long ``aclose`` waits for queued writes by default: a few embed calls' worth, so that
+# leaving ``async with`` never hangs on a provider that stopped answering.
+CLOSE_GIVE_UP_S: Final = 120.0
+
+# Items embedded per call and per transaction when a file opened with ``index=False`` is
+# opened with its index again.
+PENDING_CHUNK: Final = 256
+
+# Reads ---------------------------------------------------------------------------------
+
+# SQLite VM steps an inline read (on the loop's thread) may take before it moves to a reader
+# thread: a get or one user's namespace fits (docs/sqlite.md, "Small reads skip the hop").
+INLINE_READ_STEPS: Final = 20_000
+
+# Gets answered per thread hop (larger hops win: the work is GIL-bound), and keys per
+# compound lookup statement (300 parameters, far below SQLite's limit).
+GET_BATCH: Final = 256
+GET_KEY_CHUNK: Final = 100
