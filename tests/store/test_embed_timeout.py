@@ -10,7 +10,7 @@ import anyio
 import pytest
 from tests.conftest import KEYWORD_DIMS, StoreFactory, keyword_embed
 
-from memlane import EmbeddingTimeoutError, IndexConfig, SqliteStore, StoreClosedError
+from memlane import EmbeddingTimeoutError, IndexConfig, PutOp, SqliteStore, StoreClosedError
 
 pytestmark = pytest.mark.anyio
 
@@ -116,3 +116,39 @@ def test_embed_timeout_is_validated() -> None:
     for bad in (0, -1, float("inf"), "5", True):
         with pytest.raises(ValueError, match="embed_timeout"):
             IndexConfig(dims=3, embed=keyword_embed, embed_timeout=bad)  # type: ignore[arg-type]
+
+
+class SlowForOne(HungEmbedder):
+    """Hangs only on the text ``"slow"`` (until released); embeds anything else at once."""
+
+    async def __call__(self, texts: Sequence[str]) -> list[list[float]]:
+        if "slow" in texts:
+            return await super().__call__(texts)
+        return keyword_embed(texts)
+
+
+async def test_a_big_batch_waits_behind_an_earlier_write_to_one_of_its_keys(
+    make_store: StoreFactory,
+) -> None:
+    """A big batch runs off the loop, but never ahead of a queued write to one of its keys:
+    the later write to a key wins."""
+    embed = SlowForOne()
+    store = await make_store(index=index_with(embed, None))
+    ops = [PutOp(("ns",), f"k{n}", {"text": "fast"}) for n in range(400)]
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(store.aput, ("ns",), "k7", {"text": "slow"})
+        with anyio.fail_after(10):
+            await embed.started.wait()
+        batch_done = anyio.Event()
+
+        async def batch() -> None:
+            await store.abatch(ops)
+            batch_done.set()
+
+        tasks.start_soon(batch)
+        with anyio.move_on_after(1):  # time enough for a batch that did not wait to land
+            await batch_done.wait()
+        assert not batch_done.is_set(), "it waits for the earlier write to k7"
+        embed.release.set()
+    item = await store.aget(("ns",), "k7")
+    assert item is not None and item.value == {"text": "fast"}

@@ -179,7 +179,10 @@ class InMemoryStore(BaseStore):
     # ---- the two entry points ------------------------------------------------------------
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
-        plan = self._plan(ops)
+        return self._run_blocking(self._plan(ops))
+
+    def _run_blocking(self, plan: _Plan) -> list[Result]:
+        """Embed, search and apply ``plan`` in the calling thread (sync calls, big calls)."""
         embedded = None
         queries: dict[int, np.ndarray] = {}
         if self._indexer is not None:
@@ -201,11 +204,14 @@ class InMemoryStore(BaseStore):
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         ops = as_op_list(ops)
-        if is_heavy(ops):
-            return await anyio.to_thread.run_sync(self.batch, ops)  # see heavy.py
-        plan = self._plan(ops)
-        if self._holds_big_value(plan):
-            return await anyio.to_thread.run_sync(self.batch, ops)
+        heavy = is_heavy(ops)  # see heavy.py
+        plan = await anyio.to_thread.run_sync(self._plan, ops) if heavy else self._plan(ops)
+        if (heavy or self._holds_big_value(plan)) and not any(
+            (put.namespace, put.key) in self._combining for put in plan.writes
+        ):
+            # Off the loop; applied at once, so not behind a queued write to the same key
+            # (that case takes the combiner below, keeping the order of writes to a key).
+            return await anyio.to_thread.run_sync(self._run_blocking, plan)
         if plan.ops and all(isinstance(op, PreparedPut) for op in plan.ops):
             keys = [(put.namespace, put.key) for put in plan.writes]
             if self._needs_no_embedding(plan) and not any(k in self._combining for k in keys):
