@@ -565,7 +565,7 @@ class Writer:
                 try:
                     raw.execute("BEGIN IMMEDIATE")
                 except sqlite3.OperationalError as exc:
-                    if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                    if _is_busy(exc):
                         raise _Busy from exc  # nothing written: wait on the thread instead
                     raise
             else:
@@ -879,6 +879,11 @@ def _write_entries(
     )
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY, or one of its extended codes (BUSY_RECOVERY, BUSY_SNAPSHOT, ...)."""
+    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+
+
 def _begin_waiting(raw: sqlite3.Connection, wait_s: float) -> None:
     """``BEGIN IMMEDIATE``, retrying while another connection holds the write lock, for up
     to ``wait_s`` (on the connection's thread, never the loop's)."""
@@ -890,7 +895,7 @@ def _begin_waiting(raw: sqlite3.Connection, wait_s: float) -> None:
             return
         except sqlite3.OperationalError as exc:
             left = deadline - time.monotonic()
-            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or left <= 0:
+            if not _is_busy(exc) or left <= 0:
                 raise
         time.sleep(min(pause, left))
         pause = min(pause * 2, 0.05)
