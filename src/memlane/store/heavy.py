@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from memlane.store.filters import WIDE
 from memlane.store.types import ListNamespacesOp, Op, SearchOp
 
 __all__ = ["BIG_VALUE_CHARS", "is_heavy"]
@@ -21,8 +22,9 @@ __all__ = ["BIG_VALUE_CHARS", "is_heavy"]
 MANY_OPS = 256
 # A search or listing that may return more than this many results is answered off the loop.
 MANY_RESULTS = 1_000
-# A filter with more than this many keys and list elements is compiled off the loop.
-WIDE_FILTER = 256
+# A filter with more than this many keys and list elements is compiled off the loop (the
+# same bound as ``Filter.wide``, which routes its SQL to a reader thread).
+WIDE_FILTER = WIDE
 # A stored value longer than this (JSON text) is decoded off the loop.
 BIG_VALUE_CHARS = 1 << 20
 

@@ -6,7 +6,7 @@ writer batch. A per-row embedding problem (wrong length, NaN) is attributed to i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -74,6 +74,13 @@ class Indexer:
         if index is False:
             return []
         return extract_texts(value, self.default_paths if index is None else index)
+
+    def embeds_nothing(self, puts: Iterable[tuple[PreparedPut, dict[str, Any]]]) -> bool:
+        """True when no put has text to embed (deletes, ``index=False``, values without the
+        indexed fields): such writes need not wait for an embed call."""
+        return not any(
+            not put.is_delete and self.texts_for(put.index, value) for put, value in puts
+        )
 
     def plan(self, puts: Sequence[tuple[PreparedPut, dict[str, Any]]]) -> EmbedPlan:
         """Flatten the texts of ``puts`` (deletes contribute none) for one embed call."""

@@ -263,9 +263,8 @@ class InMemoryStore(BaseStore):
         """True for an indexed store's writes that embed nothing (deletes, ``index=False``,
         values without the indexed fields)."""
         indexer = self._indexer
-        return indexer is not None and not any(
-            not put.is_delete and indexer.texts_for(put.index, value)
-            for put, value in zip(plan.writes, plan.values, strict=True)
+        return indexer is not None and indexer.embeds_nothing(
+            zip(plan.writes, plan.values, strict=True)
         )
 
     def _holds_big_value(self, plan: _Plan) -> bool:

@@ -479,9 +479,8 @@ class Writer:
 
     def _needs_embedding(self, request: WriteRequest) -> bool:
         assert self._indexer is not None
-        return any(
-            not put.is_delete and self._indexer.texts_for(put.index, put.value())
-            for put in request.puts
+        return not self._indexer.embeds_nothing(
+            (put, {} if put.is_delete else put.value()) for put in request.puts
         )
 
     async def _commit_express(self, express: list[Request]) -> None:
