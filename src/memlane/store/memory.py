@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -164,7 +163,7 @@ class InMemoryStore(BaseStore):
         self._coalescer = SearchCoalescer(self._vectors) if self._vectors is not None else None
         self._combiner: WriteCombiner[_Plan] = WriteCombiner(self._write_batch)
         # (namespace, key) of the writes queued in or run by the combiner, with counts
-        self._combining: Counter[tuple[tuple[str, ...], str]] = Counter()
+        self._combining: dict[tuple[tuple[str, ...], str], int] = {}
         self._index_puts: dict[int, np.ndarray] = {}  # index changes of the running batch
         self._index_drops: list[int] = []
         self._by_id: dict[int, _Record] = {}
@@ -221,14 +220,18 @@ class InMemoryStore(BaseStore):
                 self._execute(plan, [], {})
                 return [None] * len(plan.ops)
             # Writes only (the usual aput): one batch with everyone else writing now.
-            self._combining.update(keys)
+            combining = self._combining
+            for key in keys:
+                combining[key] = combining.get(key, 0) + 1
             try:
                 await self._combiner.submit(plan)
             finally:
-                self._combining.subtract(keys)
                 for key in keys:
-                    if self._combining[key] <= 0:
-                        del self._combining[key]
+                    left = combining[key] - 1
+                    if left:
+                        combining[key] = left
+                    else:
+                        del combining[key]
             return [None] * len(plan.ops)
         vector_reads = bool(plan.query_rows) and not plan.writes and self._indexer is not None
         if not vector_reads:
