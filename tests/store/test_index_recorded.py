@@ -107,8 +107,10 @@ async def test_a_file_from_before_fields_were_recorded_records_them(tmp_path: Pa
     path = await indexed_file(tmp_path)
     with sqlite3.connect(path) as conn:
         conn.execute("DELETE FROM memlane_meta WHERE name = 'index'")
-        conn.execute("DROP TABLE pending_vectors")
-        conn.execute("DELETE FROM memlane_migrations WHERE version = 2")
+        conn.execute("DROP TABLE pending_vectors")  # back to a schema 1 file
+        conn.execute("DROP TABLE changes")
+        conn.execute("DELETE FROM memlane_meta WHERE name = 'next_item_id'")
+        conn.execute("DELETE FROM memlane_migrations WHERE version >= 2")
     with pytest.raises(IndexConfigError, match=f"dims={KEYWORD_DIMS}"):
         async with SqliteStore.open(path):
             pass

@@ -30,25 +30,53 @@ async def test_await_open_then_aclose(tmp_path: Path) -> None:
         _ = SqliteStore.open(tmp_path / "a.db").aput  # type: ignore[attr-defined]
 
 
-async def test_a_symlink_to_an_open_file_is_refused(tmp_path: Path) -> None:
+async def test_a_symlink_to_an_open_file_shares_it(tmp_path: Path) -> None:
+    """Two stores of one process on one file (by any name) share it, and closing one leaves
+    the other's locks alone: it keeps writing and reading."""
     db = tmp_path / "a.db"
-    async with SqliteStore.open(db):
-        os.symlink(db, tmp_path / "link.db")
-        with pytest.raises(StoreLockedError):
-            async with SqliteStore.open(tmp_path / "link.db"):
-                pass
+    os.symlink(db, tmp_path / "link.db")
+    async with SqliteStore.open(db) as store:
+        await store.aput(("x",), "k", {"a": 1})
+        for other in (db, tmp_path / "link.db"):
+            async with SqliteStore.open(other) as second:
+                await second.aput(("x",), other.name, {"a": 2})
+                assert await store.aget(("x",), other.name) is not None
+            await store.aput(("x",), f"after {other.name}", {"a": 3})  # not disturbed
+        assert len(await store.asearch(("x",), limit=10)) == 5
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-async def test_a_hard_link_to_an_open_file_is_refused(tmp_path: Path) -> None:
+async def test_a_hard_linked_file_is_refused(tmp_path: Path) -> None:
+    """SQLite names the WAL after the path: two names of one file would not share it."""
     db = tmp_path / "a.db"
     async with SqliteStore.open(db) as store:
         await store.aput(("x",), "k", {"a": 1})
-        os.link(db, tmp_path / "hard.db")
-        with pytest.raises(StoreLockedError, match="hard links"):
-            async with SqliteStore.open(tmp_path / "hard.db"):
+    os.link(db, tmp_path / "hard.db")
+    for name in (db, tmp_path / "hard.db"):
+        with pytest.raises(ValueError, match="2 hard links"):
+            async with SqliteStore.open(name):
                 pass
+    os.unlink(tmp_path / "hard.db")
+    async with SqliteStore.open(db) as store:
+        assert await store.aget(("x",), "k") is not None
+
+
+async def test_exclusive_refuses_links_and_other_stores(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    async with SqliteStore.open(db, exclusive=True) as store:
+        await store.aput(("x",), "k", {"a": 1})
+        os.symlink(db, tmp_path / "link.db")
+        for other in (db, tmp_path / "link.db"):
+            with pytest.raises(StoreLockedError, match="exclusive=True"):
+                async with SqliteStore.open(other):
+                    pass
         await store.aput(("x",), "k2", {"a": 2})  # the open store was not disturbed
         assert await store.aget(("x",), "k2") is not None
+    async with SqliteStore.open(db) as store:
+        with pytest.raises(StoreLockedError, match="asks for it alone"):
+            async with SqliteStore.open(tmp_path / "link.db", exclusive=True):
+                pass
 
 
 CHILD_OPEN = """
@@ -56,7 +84,7 @@ import asyncio, sys
 from memlane import SqliteStore, StoreLockedError
 async def main():
     try:
-        async with SqliteStore.open(sys.argv[1]):
+        async with SqliteStore.open(sys.argv[1], exclusive=sys.argv[2] == "exclusive"):
             print("opened")
     except StoreLockedError:
         print("locked")
@@ -64,26 +92,26 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize("link", ["hard", "symbolic"])
-async def test_another_process_opening_a_link_to_an_open_file_is_refused(
-    tmp_path: Path, link: str
-) -> None:
+async def _open_in_child(path: Path, mode: str) -> str:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD_OPEN, str(path), mode, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(child.communicate(), 60)
+    return out.decode().strip()
+
+
+async def test_another_process_shares_a_file_unless_one_is_exclusive(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     other = tmp_path / "other.db"
     async with SqliteStore.open(db) as store:
         await store.aput(("x",), "k", {"a": 1})
-        (os.link if link == "hard" else os.symlink)(db, other)
-        child = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", CHILD_OPEN, str(other), stdout=asyncio.subprocess.PIPE
-        )
-        out, _ = await asyncio.wait_for(child.communicate(), 60)
-        assert out.decode().strip() == "locked"
+        os.symlink(db, other)
+        assert await _open_in_child(other, "shared") == "opened"
+        assert await _open_in_child(other, "exclusive") == "locked"
         await store.aput(("x",), "k2", {"a": 2})
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD_OPEN, str(other), stdout=asyncio.subprocess.PIPE
-    )
-    out, _ = await asyncio.wait_for(child.communicate(), 60)
-    assert out.decode().strip() == "opened", "closing the store released the lock"
+    async with SqliteStore.open(db, exclusive=True):
+        assert await _open_in_child(other, "shared") == "locked"
+    assert await _open_in_child(other, "exclusive") == "opened", "closing released the lock"
 
 
 @pytest.mark.parametrize("loss", ["directory removed", "file moved", "file replaced"])

@@ -90,6 +90,14 @@ class Directory:
             for item in ids[ids >= len(dense)].tolist():
                 pop(item, None)
 
+    def ids(self) -> I64:
+        """Every id present, ascending."""
+        dense: I64 = np.flatnonzero(self._dense >= 0).astype(np.int64)
+        if not self._sparse:
+            return dense
+        sparse = np.fromiter(self._sparse, dtype=np.int64, count=len(self._sparse))
+        return np.concatenate([dense, np.sort(sparse)])
+
     def __contains__(self, item_id: object) -> bool:
         if isinstance(item_id, bool) or not isinstance(item_id, (int, np.integer)):
             return False

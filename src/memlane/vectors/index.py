@@ -533,6 +533,11 @@ class VectorIndex:
         with self._mutex:  # the directory changes in several steps under it
             return item_id in self._where
 
+    def item_ids(self) -> I64:
+        """The ids of every item in the index, ascending."""
+        with self._mutex:
+            return self._where.ids()
+
     @property
     def item_count(self) -> int:
         with self._mutex:

@@ -19,6 +19,7 @@ import orjson
 
 from memlane.store.indexing import Indexer
 from memlane.store.paths import JsonPath, compile_path
+from memlane.store.sqlite import changelog
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.policies import PENDING_CHUNK
 
@@ -83,6 +84,7 @@ def _store(
         raw.executemany("DELETE FROM vectors WHERE item_id = ?", [(i,) for i in ids])
         raw.executemany("INSERT INTO vectors (item_id, embedding) VALUES (?, ?)", stored)
         raw.executemany("DELETE FROM pending_vectors WHERE item_id = ?", [(i,) for i in ids])
+        changelog.append(raw, ids, [])  # other processes reload these items' vectors
         raw.execute("COMMIT")
     except BaseException:
         if raw.in_transaction:

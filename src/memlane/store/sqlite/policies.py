@@ -12,11 +12,14 @@ __all__ = [
     "CHECKPOINT_BYTES",
     "CLOSE_GIVE_UP_S",
     "EXPRESS_AFTER_S",
+    "FOLLOW_EVERY_S",
     "GET_BATCH",
     "GET_KEY_CHUNK",
     "INLINE_COMMIT_ROWS",
     "INLINE_COMMIT_ROWS_WITH_VECTORS",
     "INLINE_READ_STEPS",
+    "LOG_KEEP_S",
+    "LOG_TRIM_EVERY_S",
     "PATH_CHECK_S",
     "PENDING_CHUNK",
     "SLICE",
@@ -54,6 +57,13 @@ CLOSE_GIVE_UP_S: Final = 120.0
 # Items embedded per call and per transaction when a file opened with ``index=False`` is
 # opened with its index again.
 PENDING_CHUNK: Final = 256
+
+# How long the change log keeps a transaction's row (``changelog.py``): a process whose
+# follower looked longer ago than this (its loop blocked, the machine paused) reloads its
+# whole index instead. Followers look at least every ``FOLLOW_EVERY_S``, so this is slack.
+LOG_KEEP_S: Final = 60.0
+LOG_TRIM_EVERY_S: Final = 1.0
+FOLLOW_EVERY_S: Final = 0.1
 
 # Reads ---------------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from memlane.store.sqlite.codec import (
     row_to_search_item,
 )
 from memlane.store.sqlite.connection import run_on_connection_thread
+from memlane.store.sqlite.follower import Follower
 from memlane.store.sqlite.inline import InlineReader, TooMuchWork
 from memlane.store.sqlite.policies import GET_BATCH, GET_KEY_CHUNK
 from memlane.store.sqlite.scopes import ASK_SQL, ScopeMap
@@ -71,8 +72,10 @@ class Readers:
         touch: Callable[[list[int], float], None],
         inline: InlineReader | None = None,
         scopes: ScopeMap | None = None,
+        follower: Follower | None = None,
     ) -> None:
         self._connections = list(connections)
+        self._follower = follower  # catches up with other processes before vector searches
         self._inline = inline
         self._arriving = 0  # gets at their checkpoint right now
         self._idle: list[aiosqlite.Connection] = list(connections)
@@ -241,6 +244,8 @@ class Readers:
             search = functools.partial(_filter_search, op=op, now=now)
             found = await self._read(search, inline=not op.filter.wide)
         else:
+            if self._follower is not None:
+                await self._follower.catch_up()
             found = await self._vector_search(op, query, now)
         if op.refresh_ttl:
             touched = [item_id for _, item_id, expiring in found if expiring]

@@ -1,7 +1,9 @@
 """The SQLite schema, its migrations, and the pragmas every connection gets.
 
 Each migration runs once, in order, inside a transaction, and is recorded in
-``memlane_migrations``; a file written by an older memlane upgrades in place on open.
+``memlane_migrations``; a file written by an older memlane upgrades in place on open. With
+several processes opening one file at once, the first to take the write lock migrates and
+the others find the migration recorded when they get the lock.
 """
 
 from __future__ import annotations
@@ -61,6 +63,19 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        3,
+        "a change log for the processes sharing the file, and item ids from the file",
+        """
+        CREATE TABLE changes (
+            seq INTEGER PRIMARY KEY,               -- one row per write transaction, in commit order
+            item_ids BLOB NOT NULL,                -- int64 ids of the items it wrote or removed
+            removed TEXT                           -- JSON [[namespace, id], ...] of removed items
+        );
+        INSERT INTO memlane_meta (name, value)
+            SELECT 'next_item_id', COALESCE(MAX(id), 0) + 1 FROM items
+        """,
+    ),
 ]
 
 SCHEMA_VERSION = MIGRATIONS[-1][0]
@@ -109,6 +124,13 @@ def apply_migrations(conn: sqlite3.Connection, now_micros: int) -> int:
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Another process opening the file at the same time may have applied it while
+            # this one waited for the write lock: the first opener migrates, once.
+            if conn.execute(
+                "SELECT 1 FROM memlane_migrations WHERE version = ?", (version,)
+            ).fetchone():
+                conn.execute("ROLLBACK")
+                continue
             for statement in _statements(script):
                 conn.execute(statement)
             conn.execute(

@@ -69,12 +69,18 @@ class ScopeMap:
         return self._total
 
     def load(self, raw: sqlite3.Connection) -> None:
-        """Fill the map from the items table (a store opening): one row per namespace."""
-        rows = raw.execute("SELECT namespace, json_group_array(id) FROM items GROUP BY namespace")
+        """Fill the map from the items table, replacing what it held (a store opening, or a
+        process that fell behind the change log): one row per namespace."""
+        rows = raw.execute(
+            "SELECT namespace, json_group_array(id) FROM items GROUP BY namespace"
+        ).fetchall()
         (earliest,) = raw.execute(
             "SELECT MIN(expires_at) FROM items WHERE expires_at IS NOT NULL"
         ).fetchone()
         with self._lock:
+            self._members, self._arrays, self._below = {}, {}, {}
+            self._total = 0
+            self.broken = False
             self.expires_from = math.inf if earliest is None else float(earliest)
             for namespace, ids in rows:
                 members = set(orjson.loads(ids))

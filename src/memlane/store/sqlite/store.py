@@ -1,8 +1,10 @@
 """SqliteStore: a durable store; writes go through one batching writer, reads never do.
 
 Open it with ``async with SqliteStore.open(path) as store`` (or ``open_sync`` in scripts).
-One process owns a file for writing: a second ``open`` of the same file fails at once with
-:class:`StoreLockedError` instead of meeting "database is locked" mid-work.
+Any number of processes may open one file at once (``uvicorn --workers 4``): each has its
+own writer, readers and vector index, writes are serialised by SQLite's write lock, and
+each process follows the others' commits (``follower.py``; docs/deployment.md).
+``exclusive=True`` asks for the file alone instead (:class:`StoreLockedError` otherwise).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -37,10 +40,12 @@ from memlane.store.ops import (
     prepare_ops,
     prepare_put,
 )
+from memlane.store.sqlite import changelog
 from memlane.store.sqlite.connection import connect, run_on_connection_thread
+from memlane.store.sqlite.follower import Follower
 from memlane.store.sqlite.inline import InlineReader
 from memlane.store.sqlite.pending import embed_pending
-from memlane.store.sqlite.policies import CLOSE_GIVE_UP_S, INLINE_COMMIT_ROWS
+from memlane.store.sqlite.policies import CLOSE_GIVE_UP_S, FOLLOW_EVERY_S, INLINE_COMMIT_ROWS
 from memlane.store.sqlite.reader import Readers
 from memlane.store.sqlite.schema import (
     Synchronous,
@@ -73,54 +78,78 @@ T = TypeVar("T")
 
 
 class StoreLockedError(RuntimeError):
-    """Another process (or another open store in this one) is writing to this file."""
+    """The file is open with ``exclusive=True`` elsewhere, or open at all when this open
+    asked for ``exclusive=True``."""
+
+
+@dataclass(slots=True)
+class _Held:
+    fd: int
+    stores: int
+    exclusive: bool
 
 
 class _FileLock:
-    """An exclusive ``flock`` on the database file itself, held until the store closes.
+    """A ``flock`` on the database file itself, held until the store closes: shared by
+    default (any number of processes open one file together), exclusive with
+    ``exclusive=True``.
 
     Locking the file, not a name, covers every way to reach it: a symlink, a hard link,
     another relative path. The OS drops the lock if the process dies. ``flock`` and the
     POSIX locks SQLite takes do not interact, but closing any descriptor of a file drops
-    this process's POSIX locks on it: so a file this process already has open is refused
-    by its inode before any descriptor is opened, and the lock's own descriptor is closed
-    only after the store's connections.
+    this process's POSIX locks on it: so a process keeps one descriptor per store file,
+    shared by its stores on that file (counted), closed after the last one's connections.
     """
 
-    # (st_dev, st_ino) of the store files this process has open.
-    _held: ClassVar[set[tuple[int, int]]] = set()
+    # (st_dev, st_ino) of the store files this process has open -> their one descriptor.
+    _held: ClassVar[dict[tuple[int, int], _Held]] = {}
     _held_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, *, exclusive: bool = False) -> None:
         self.db_path = db_path
+        self.exclusive = exclusive
         self._fd: int | None = None
         self.inode: tuple[int, int] | None = None
 
-    def refuse_if_held(self) -> None:
-        """Refuse a file this process already has open, touching no descriptor of it."""
-        try:
-            stat = os.stat(self.db_path)
-        except FileNotFoundError:
-            return
-        with self._held_lock:
-            if (stat.st_dev, stat.st_ino) in self._held:
-                raise self._locked()
-
     def acquire(self) -> None:
         """Create the file if needed (an empty file is a new database) and lock it."""
-        fd = os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o644)
-        stat = os.fstat(fd)
-        inode = (stat.st_dev, stat.st_ino)
         with self._held_lock:
-            if inode in self._held:  # opened meanwhile by another store of this process
-                raise self._locked()  # fd stays open: closing it would drop that store's locks
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                stat = os.stat(self.db_path)
+            except FileNotFoundError:
+                stat = None
+            if stat is not None and stat.st_nlink > 1:
+                raise _hard_linked(self.db_path, stat.st_nlink)
+            if stat is not None and (stat.st_dev, stat.st_ino) in self._held:
+                self._share((stat.st_dev, stat.st_ino))
+                return
+            # Only now may a descriptor of it be opened and closed: no store of this
+            # process has SQLite locks on it.
+            _refuse_foreign(self.db_path)
+            fd = os.open(self.db_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fstat = os.fstat(fd)
+            inode = (fstat.st_dev, fstat.st_ino)
+            if fstat.st_nlink > 1:
+                os.close(fd)
+                raise _hard_linked(self.db_path, fstat.st_nlink)
+            if inode in self._held:  # the path was swapped for a file we hold, meanwhile
+                self._share(inode)  # fd stays open: closing it would drop that store's locks
+                return
+            mode = fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)  # held by another process: no SQLite lock of ours on it
-                raise self._locked() from None
-            self._held.add(inode)
-        self._fd, self.inode = fd, inode
+                raise self._locked("another process") from None
+            self._held[inode] = _Held(fd, 1, self.exclusive)
+            self._fd, self.inode = fd, inode
+
+    def _share(self, inode: tuple[int, int]) -> None:
+        held = self._held[inode]
+        if held.exclusive or self.exclusive:
+            raise self._locked("another store of this process")
+        held.stores += 1
+        self._fd, self.inode = held.fd, inode
 
     def identity(self) -> tuple[Path, tuple[int, int], int] | None:
         """The path, (st_dev, st_ino) and the lock's descriptor of the locked file."""
@@ -128,21 +157,38 @@ class _FileLock:
             return None
         return self.db_path, self.inode, self._fd
 
-    def _locked(self) -> StoreLockedError:
+    def _locked(self, where: str) -> StoreLockedError:
+        if self.exclusive:
+            return StoreLockedError(
+                f"{self.db_path} is already open in {where} (symlinks and hard links "
+                f"included), and exclusive=True asks for it alone; open it without "
+                f"exclusive=True to share it"
+            )
         return StoreLockedError(
-            f"{self.db_path} is already open for writing by another store (in this or "
-            f"another process; symlinks and hard links included); one store owns a file at "
-            f"a time"
+            f"{self.db_path} is open with exclusive=True in {where} (symlinks and hard "
+            f"links included); that store must close before this one can open the file"
         )
 
     def release(self) -> None:
-        if self._fd is not None:
-            with self._held_lock:
-                if self.inode is not None:
-                    self._held.discard(self.inode)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = self.inode = None
+        if self._fd is None or self.inode is None:
+            return
+        with self._held_lock:
+            held = self._held[self.inode]
+            held.stores -= 1
+            if not held.stores:
+                del self._held[self.inode]
+                fcntl.flock(held.fd, fcntl.LOCK_UN)
+                os.close(held.fd)
+        self._fd = self.inode = None
+
+
+def _hard_linked(path: Path, links: int) -> ValueError:
+    return ValueError(
+        f"{path} has {links} hard links: SQLite keeps a database's WAL beside the name it "
+        f"was opened by, so stores opened by two names of one file would not see each "
+        f"other's commits (and could corrupt it). Open it by one name (a symlink is fine) "
+        f"and remove the other links"
+    )
 
 
 class SqliteStore(BaseStore):
@@ -200,6 +246,7 @@ class SqliteStore(BaseStore):
         max_batch: int = 2_048,
         clock: Callable[[], float] | None = None,
         inline_reads: bool = True,
+        exclusive: bool = False,
     ) -> SqliteStore:
         """Open (creating or upgrading) the store at ``path``; ``aclose`` closes it.
 
@@ -210,6 +257,9 @@ class SqliteStore(BaseStore):
         ``inline_reads`` (default on): small reads (a get, one namespace) run on the loop's
         thread within a bounded number of SQLite steps instead of hopping to a reader
         thread; larger ones still go to the ``readers`` pool (see ``sqlite/inline.py``).
+
+        ``exclusive``: refuse to share the file with other stores (``StoreLockedError``);
+        by default any number of processes open it together (docs/deployment.md).
 
         ``index``: the file records the dims and fields it was indexed with; another config,
         or none, raises ``IndexConfigError``. ``index=False`` opens an indexed file without
@@ -225,9 +275,7 @@ class SqliteStore(BaseStore):
         index_config = None if index is False else IndexConfig.coerce(index)
         ttl_config = TTLConfig.coerce(ttl)
         indexer = Indexer(index_config) if index_config else None
-        lock = _FileLock(db_path)
-        await anyio.to_thread.run_sync(lock.refuse_if_held)
-        await anyio.to_thread.run_sync(_refuse_foreign, db_path)
+        lock = _FileLock(db_path, exclusive=bool(exclusive))
         # Each resource has one owner: this stack, until the store takes it whole. Closed in
         # reverse order (connections before the lock), on failure here or at ``aclose``.
         resources = contextlib.AsyncExitStack()
@@ -238,20 +286,24 @@ class SqliteStore(BaseStore):
             writer_conn = await connect(db_path)
             resources.push_async_callback(writer_conn.close)
 
-            def prepare(raw: sqlite3.Connection) -> tuple[int, int, bool, bool]:
+            def prepare(raw: sqlite3.Connection) -> tuple[int, bool, bool]:
                 configure(raw, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
                 apply_migrations(raw, store_clock.next_stamp())
-                check_index(raw, index_config, disabled=index_disabled, path=str(db_path))
-                defer = index_disabled and recorded_index(raw) is not None
-                (pending,) = raw.execute("SELECT EXISTS(SELECT 1 FROM pending_vectors)").fetchone()
-                newest, top_id = raw.execute(
-                    "SELECT MAX(updated_at), MAX(id) FROM items"
-                ).fetchone()
-                return int(newest or 0), int(top_id or 0), defer, bool(pending)
+                raw.execute("BEGIN IMMEDIATE")  # processes opening at once: one at a time
+                try:
+                    check_index(raw, index_config, disabled=index_disabled, path=str(db_path))
+                    defer = index_disabled and recorded_index(raw) is not None
+                    (pending,) = raw.execute(
+                        "SELECT EXISTS(SELECT 1 FROM pending_vectors)"
+                    ).fetchone()
+                    (newest,) = raw.execute("SELECT MAX(updated_at) FROM items").fetchone()
+                    raw.execute("COMMIT")
+                except BaseException:
+                    raw.execute("ROLLBACK")
+                    raise
+                return int(newest or 0), defer, bool(pending)
 
-            newest_stamp, top_id, defer, pending = await run_on_connection_thread(
-                writer_conn, prepare
-            )
+            newest_stamp, defer, pending = await run_on_connection_thread(writer_conn, prepare)
             store_clock.observe(newest_stamp)
             if indexer is not None and pending:
                 await embed_pending(writer_conn, indexer)
@@ -261,18 +313,31 @@ class SqliteStore(BaseStore):
                 resources.push_async_callback(conn.close)
                 await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
                 reader_conns.append(conn)
-            vectors = scopes = None
+            vectors = scopes = follower = None
             if index_config is not None:
                 config = index_config
                 vectors = VectorIndex(config.dims, ann=config.ann, distance=config.distance)
                 scopes = ScopeMap()
 
-                def load(raw: sqlite3.Connection) -> None:
+                def load(raw: sqlite3.Connection) -> int:
                     assert vectors is not None and scopes is not None
-                    load_vectors(raw, vectors)
-                    scopes.load(raw)
+                    raw.execute("BEGIN")  # one snapshot: the tables and the log's position
+                    try:
+                        applied = changelog.latest_seq(raw)
+                        load_vectors(raw, vectors)
+                        scopes.load(raw)
+                    finally:
+                        raw.execute("COMMIT")
+                    return applied
 
-                await run_on_connection_thread(writer_conn, load)
+                applied = await run_on_connection_thread(writer_conn, load)
+                follow_conn = await connect(db_path, read_only=True)
+                resources.push_async_callback(follow_conn.close)
+                await follow_conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+                follower = Follower(
+                    db_path, follow_conn, vectors=vectors, scopes=scopes, applied=applied
+                )
+                resources.callback(follower.close)
             writer = Writer(
                 writer_conn,
                 indexer=indexer,
@@ -281,7 +346,8 @@ class SqliteStore(BaseStore):
                 scopes=scopes,
                 capacity=mailbox_capacity,
                 max_batch=max_batch,
-                first_id=top_id + 1,
+                follower=follower,
+                log_changes=indexer is not None or defer,
                 # FULL fsyncs each commit: always on the connection's thread
                 inline_max=INLINE_COMMIT_ROWS if synchronous == "NORMAL" else 0,
                 defer_embedding=defer,
@@ -299,6 +365,7 @@ class SqliteStore(BaseStore):
                 touch=writer.touch,
                 inline=inline,
                 scopes=scopes,
+                follower=follower,
             )
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -318,6 +385,10 @@ class SqliteStore(BaseStore):
         # Plain tasks, not a task group: an exception raised by the caller's code inside
         # ``async with`` must reach it as itself, not wrapped in an ExceptionGroup.
         store._tasks.append(asyncio.create_task(writer.run(), name="memlane-writer"))
+        if follower is not None:
+            store._tasks.append(
+                asyncio.create_task(_follow_forever(follower), name="memlane-follower")
+            )
         if ttl_config is not None and ttl_config.sweep_interval_minutes:
             store._tasks.append(
                 asyncio.create_task(
@@ -540,6 +611,17 @@ class _Opening:
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+async def _follow_forever(follower: Follower) -> None:
+    """Keep up with the other processes between reads too, so that a read rarely has more
+    than a few changes to catch up on, and an idle process never falls behind the log."""
+    while True:
+        await asyncio.sleep(FOLLOW_EVERY_S)
+        try:
+            await follower.catch_up()
+        except Exception:  # retried on the next round; reads catch up themselves anyway
+            log.exception("memlane: following the other processes' commits failed")
 
 
 def _prepare_imports(items: list[ImportItem], now: float) -> list[PreparedPut]:

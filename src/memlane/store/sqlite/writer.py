@@ -18,6 +18,7 @@ of waiting forever.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -38,14 +39,18 @@ from memlane.store.indexing import EmbedPlan, Indexer
 from memlane.store.isolate import call_isolating
 from memlane.store.ops import PreparedPut
 from memlane.store.settle import settle_fairly
+from memlane.store.sqlite import changelog
 from memlane.store.sqlite.codec import encode_namespace
 from memlane.store.sqlite.connection import run_on_connection_thread
+from memlane.store.sqlite.follower import Follower
 from memlane.store.sqlite.mailbox import Mailbox, MailboxClosed
 from memlane.store.sqlite.pending import encode_fields, vector_blob
 from memlane.store.sqlite.policies import (
     CHECKPOINT_BYTES,
     EXPRESS_AFTER_S,
     INLINE_COMMIT_ROWS,
+    LOG_KEEP_S,
+    LOG_TRIM_EVERY_S,
     PATH_CHECK_S,
     SLICE,
 )
@@ -184,6 +189,7 @@ class _Changes:
     expiries: list[float] = field(default_factory=list)  # expires_at of rows written
     expiry_floor: float | None = None  # after a sweep: the earliest expires_at left
     written: int = 0  # about how many bytes the rows took (for the WAL checkpoint)
+    seq: int = 0  # the change log's row for this transaction (0: none)
 
 
 _UPSERT = """
@@ -252,7 +258,8 @@ class Writer:
         scopes: ScopeMap | None = None,
         capacity: int = 10_000,
         max_batch: int = 2_048,
-        first_id: int = 1,
+        follower: Follower | None = None,
+        log_changes: bool = False,
         inline_max: int = INLINE_COMMIT_ROWS,
         checkpoint_bytes: int = CHECKPOINT_BYTES,
         defer_embedding: bool = False,
@@ -278,7 +285,12 @@ class Writer:
         self._scopes = scopes
         # Items whose entry in the vector index may be stale: mirroring their commit failed.
         self._unmirrored: set[int] = set()
-        self._next_id = first_id
+        # Other processes follow this file: each transaction logs what it changed
+        # (``changelog.py``) and is mirrored here under the follower's lock.
+        self._follower = follower
+        self._log_changes = log_changes
+        self._logged: collections.deque[tuple[float, int]] = collections.deque()  # for trims
+        self._next_trim = 0.0
         self.pipelined = indexer is not None  # see run()
         self._indexer = indexer
         self._vectors = vectors
@@ -555,8 +567,7 @@ class Writer:
     ) -> _Changes:
         indexed = self._indexer is not None or self._defer_embedding
         mark = self._defer_embedding
-        ids = range(self._next_id, self._next_id + len(entries))
-        self._next_id = ids.stop
+        follower = self._follower
 
         def transaction(raw: sqlite3.Connection, inline: bool = False) -> _Changes:
             self._check_file()
@@ -569,38 +580,50 @@ class Writer:
                     raise
             else:
                 _begin_waiting(raw, self._busy_timeout_ms / 1000)
+            locked = False
             try:
                 changes = _Changes()
+                # Ids from the file, inside the transaction: every process takes fresh ones.
+                first = changelog.next_item_id(raw)
+                ids = range(first, first + len(entries))
                 _write_entries(raw, entries, stamps, now, indexed, changes, ids, mark)
+                taken = len(entries) if changes.fresh_ids is None else changes.fresh_ids
+                if taken:
+                    changelog.set_next_item_id(raw, first + taken)
                 if touches:
                     raw.executemany(_TOUCH, touches)
                 if sweep:
-                    gone_rows = raw.execute(_SWEEP, (now,)).fetchall()
-                    swept = [row[0] for row in gone_rows]
-                    changes.left.extend((row[1], row[0]) for row in gone_rows)
-                    if indexed:
-                        raw.executemany(_DELETE_VECTORS, [(i,) for i in swept])
-                        if swept and changes.joined:  # an import already past its expiry
-                            gone = set(swept)
-                            changes.upserted = [u for u in changes.upserted if u[0] not in gone]
-                            changes.joined = [j for j in changes.joined if j[1] not in gone]
-                    changes.removed.extend(swept)
-                    changes.swept = len(swept)
-                    if indexed:
-                        (floor,) = raw.execute(_EARLIEST_EXPIRY).fetchone()
-                        changes.expiry_floor = math.inf if floor is None else float(floor)
+                    _sweep(raw, now, indexed, changes)
+                if self._log_changes:
+                    self._log(raw, changes)
+                if follower is not None:
+                    # Held from before COMMIT until mirrored: see follower.py. The loop
+                    # never waits for it: an inline commit goes to the thread instead.
+                    locked = follower.lock.acquire(blocking=not inline)
+                    if not locked:
+                        raise _Busy
                 raw.execute("COMMIT")
             except BaseException:
                 if raw.in_transaction:
                     raw.execute("ROLLBACK")
+                if locked:
+                    assert follower is not None
+                    follower.lock.release()
                 raise
-            # Mirrored here, on the connection's thread: the event loop stays free for
-            # other tasks meanwhile (the index takes writes from any thread).
-            self._apply_to_scopes(changes)
             try:
-                self._apply_to_index(changes)
-            except Exception as exc:
-                raise _MirrorError(exc) from exc
+                # Mirrored here, on the connection's thread: the event loop stays free for
+                # other tasks meanwhile (the index takes writes from any thread).
+                self._apply_to_scopes(changes)
+                try:
+                    self._apply_to_index(changes)
+                except Exception as exc:
+                    raise _MirrorError(exc) from exc
+            finally:
+                if locked:
+                    assert follower is not None
+                    if changes.seq:
+                        follower.committed(changes.seq)
+                    follower.lock.release()
             self._heal(raw)
             return changes
 
@@ -616,11 +639,25 @@ class Writer:
                 changes = await run_on_connection_thread(self._conn, transaction)
         else:
             changes = await run_on_connection_thread(self._conn, transaction)
-        if changes.fresh_ids is not None:
-            # The ids offered but not taken were never written, and commits run one at a
-            # time: the next batch offers them again.
-            self._next_id = ids.start + changes.fresh_ids
         return changes
+
+    def _log(self, raw: sqlite3.Connection, changes: _Changes) -> None:
+        """Append the transaction's changes to the log, and trim it now and then."""
+        touched = {*changes.removed, *(item_id for _, item_id in changes.joined)}
+        touched.update(item_id for item_id, _ in changes.upserted)
+        if not touched and not changes.left:
+            return  # touches only: nothing another process holds in memory changed
+        changes.seq = changelog.append(raw, sorted(touched), changes.left)
+        clock = time.monotonic()
+        self._logged.append((clock, changes.seq))
+        if clock < self._next_trim:
+            return
+        self._next_trim = clock + LOG_TRIM_EVERY_S
+        below = 0
+        while self._logged and self._logged[0][0] < clock - LOG_KEEP_S:
+            below = self._logged.popleft()[1]
+        if below:
+            changelog.trim(raw, below)
 
     def _check_file(self) -> None:
         """Refuse to commit into a file that is no longer the one at the store's path.
@@ -801,8 +838,9 @@ def _write_entries(
 ) -> None:
     """Upserts and deletes for one transaction, a few statements for the whole batch.
 
-    Each put offers a fresh id from ``ids`` (an overwrite keeps its row's id), so an id
-    never names two items while the process runs: the vector index maps ids to items.
+    Each put offers a fresh id from ``ids``, read from the file inside the transaction (an
+    overwrite keeps its row's id), so an id never names two items, in any process: the
+    vector indexes map ids to items.
 
     With an index, vectors live in their own table beside the items (filter scans stay
     small); the item ids the vector index needs are looked up once per key, before the
@@ -876,6 +914,24 @@ def _write_entries(
         for (namespace, _), item_id in zip(deletes, deleted_ids, strict=True)
         if item_id is not None
     )
+
+
+def _sweep(raw: sqlite3.Connection, now: float, indexed: bool, changes: _Changes) -> None:
+    """Delete every expired item (inside the batch's transaction)."""
+    gone_rows = raw.execute(_SWEEP, (now,)).fetchall()
+    swept = [row[0] for row in gone_rows]
+    changes.left.extend((row[1], row[0]) for row in gone_rows)
+    if indexed:
+        raw.executemany(_DELETE_VECTORS, [(i,) for i in swept])
+        if swept and changes.joined:  # an import already past its expiry
+            gone = set(swept)
+            changes.upserted = [u for u in changes.upserted if u[0] not in gone]
+            changes.joined = [j for j in changes.joined if j[1] not in gone]
+    changes.removed.extend(swept)
+    changes.swept = len(swept)
+    if indexed:
+        (floor,) = raw.execute(_EARLIEST_EXPIRY).fetchone()
+        changes.expiry_floor = math.inf if floor is None else float(floor)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
