@@ -23,6 +23,7 @@ __all__ = [
     "PATH_CHECK_S",
     "PENDING_CHUNK",
     "SLICE",
+    "SWEEPER_LEASE_INTERVALS",
 ]
 
 # Writes --------------------------------------------------------------------------------
@@ -64,6 +65,10 @@ PENDING_CHUNK: Final = 256
 LOG_KEEP_S: Final = 60.0
 LOG_TRIM_EVERY_S: Final = 1.0
 FOLLOW_EVERY_S: Final = 0.1
+
+# The sweeper lease lasts this many sweep intervals (``lease.py``): its holder renews it
+# at every sweep, so a sweeper that died is replaced within about that many intervals.
+SWEEPER_LEASE_INTERVALS: Final = 2.5
 
 # Reads ---------------------------------------------------------------------------------
 

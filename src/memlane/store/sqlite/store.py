@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Iterator
@@ -45,7 +46,12 @@ from memlane.store.sqlite.connection import connect, run_on_connection_thread
 from memlane.store.sqlite.follower import Follower
 from memlane.store.sqlite.inline import InlineReader
 from memlane.store.sqlite.pending import embed_pending
-from memlane.store.sqlite.policies import CLOSE_GIVE_UP_S, FOLLOW_EVERY_S, INLINE_COMMIT_ROWS
+from memlane.store.sqlite.policies import (
+    CLOSE_GIVE_UP_S,
+    FOLLOW_EVERY_S,
+    INLINE_COMMIT_ROWS,
+    SWEEPER_LEASE_INTERVALS,
+)
 from memlane.store.sqlite.reader import Readers
 from memlane.store.sqlite.schema import (
     Synchronous,
@@ -220,6 +226,7 @@ class SqliteStore(BaseStore):
         self._closing: asyncio.Task[None] | None = None
         self._resources = contextlib.AsyncExitStack()  # connections and the lock: see _open
         self._tasks: list[asyncio.Task[None]] = []
+        self._sweeper: str | None = None  # this store's sweeper lease owner, once it sweeps
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -505,10 +512,14 @@ class SqliteStore(BaseStore):
         return self._blocking(self.asweep_expired, "asweep_expired")
 
     async def _sweep_forever(self, interval_minutes: float) -> None:
+        """Sweep every interval while this process holds the sweeper lease (``lease.py``):
+        one sweeper among the processes sharing the file, taken over when it stops."""
+        self._sweeper = f"{os.getpid()}:{secrets.token_hex(4)}"
+        lease = (self._sweeper, SWEEPER_LEASE_INTERVALS * interval_minutes * 60)
         while True:
             await asyncio.sleep(interval_minutes * 60)
             try:
-                await self._writer.sweep()
+                await self._writer.sweep(lease)
             except StoreClosedError:
                 return
             except Exception:  # a failed sweep is retried on the next interval
@@ -539,6 +550,11 @@ class SqliteStore(BaseStore):
     async def _shut_down(self) -> None:
         self._writer.mailbox.close()
         await self._writer.stopped.wait()
+        if self._sweeper is not None:
+            try:
+                await self._writer.give_up_lease(self._sweeper)
+            except Exception:  # it runs out by itself
+                log.warning("memlane: could not give up the sweeper lease", exc_info=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

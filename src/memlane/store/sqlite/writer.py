@@ -43,6 +43,8 @@ from memlane.store.sqlite import changelog
 from memlane.store.sqlite.codec import encode_namespace
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.follower import Follower
+from memlane.store.sqlite.lease import claim as claim_lease
+from memlane.store.sqlite.lease import release as release_lease
 from memlane.store.sqlite.mailbox import Mailbox, MailboxClosed
 from memlane.store.sqlite.pending import encode_fields, vector_blob
 from memlane.store.sqlite.policies import (
@@ -118,9 +120,21 @@ class TouchRequest:
 
 @dataclass(slots=True)
 class SweepRequest:
-    """Delete every expired item; the future gets how many were deleted."""
+    """Delete every expired item; the future gets how many were deleted.
+
+    ``lease`` (owner, seconds): a periodic sweep, which runs only while this process holds
+    the sweeper lease among the processes sharing the file (``lease.py``); None: always."""
 
     future: asyncio.Future[int]
+    lease: tuple[str, float] | None = None
+
+
+def _sweep_plan(sweeps: list[SweepRequest]) -> tuple[bool, tuple[str, float] | None] | None:
+    """(whether any sweep is explicit, a periodic sweep's lease), or None: no sweep."""
+    if not sweeps:
+        return None
+    lease = next((r.lease for r in sweeps if r.lease is not None), None)
+    return any(r.lease is None for r in sweeps), lease
 
 
 Request = WriteRequest | TouchRequest | SweepRequest
@@ -304,6 +318,7 @@ class Writer:
         self._finishing: asyncio.Future[None] | None = None  # the commit under way
         self.stopped = asyncio.Event()
         self.batches = 0  # how many batches were committed (for tests and stats)
+        self.sweeps = 0  # how many transactions swept (for tests and stats)
 
     # ---- what callers use ----------------------------------------------------------------
 
@@ -326,11 +341,12 @@ class Writer:
         with contextlib.suppress(MailboxClosed):
             self.mailbox.put_nowait(TouchRequest(item_ids, read_at))
 
-    async def sweep(self) -> int:
-        """Delete expired items now; return how many."""
+    async def sweep(self, lease: tuple[str, float] | None = None) -> int:
+        """Delete expired items now (with ``lease``: only while holding the sweeper lease);
+        return how many."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         try:
-            self.mailbox.put_nowait(SweepRequest(future))
+            self.mailbox.put_nowait(SweepRequest(future, lease))
         except MailboxClosed:
             raise StoreClosedError("the store is closed") from None
         return await future
@@ -431,7 +447,7 @@ class Writer:
         now = self._clock.now()
         try:
             changes = await self._commit(
-                batch.survivors, batch.stamps, batch.touches, bool(batch.sweeps), now
+                batch.survivors, batch.stamps, batch.touches, _sweep_plan(batch.sweeps), now
             )
         except _MirrorError:
             raise  # committed: retrying request by request would write it all again
@@ -562,7 +578,7 @@ class Writer:
         entries: list[_Entry],
         stamps: list[int],
         touches: list[tuple[float, int]],
-        sweep: bool,
+        sweep: tuple[bool, tuple[str, float] | None] | None,
         now: float,
     ) -> _Changes:
         indexed = self._indexer is not None or self._defer_embedding
@@ -592,8 +608,12 @@ class Writer:
                     changelog.set_next_item_id(raw, first + taken)
                 if touches:
                     raw.executemany(_TOUCH, touches)
-                if sweep:
-                    _sweep(raw, now, indexed, changes)
+                if sweep is not None:
+                    explicit, lease = sweep
+                    holds = lease is not None and claim_lease(raw, *lease, now)
+                    if explicit or holds:
+                        _sweep(raw, now, indexed, changes)
+                        self.sweeps += 1
                 if self._log_changes:
                     self._log(raw, changes)
                 if follower is not None:
@@ -628,7 +648,7 @@ class Writer:
             return changes
 
         small = len(entries) + len(touches) <= self._inline_max
-        if self._inline_max and small and not sweep and not self._unmirrored:
+        if self._inline_max and small and sweep is None and not self._unmirrored:
             # A small batch commits in microseconds: less than the thread hop would cost.
             # No checkpoint (see _checkpoint_if_due) nor repair (``_heal``) runs here. The
             # loop never waits for the write lock: held by another connection, the batch
@@ -658,6 +678,21 @@ class Writer:
             below = self._logged.popleft()[1]
         if below:
             changelog.trim(raw, below)
+
+    async def give_up_lease(self, owner: str) -> None:
+        """Release the sweeper lease (the store closing, after the writer stopped), so that
+        another process takes the sweeping over at its next interval."""
+
+        def release(raw: sqlite3.Connection) -> None:
+            _begin_waiting(raw, self._busy_timeout_ms / 1000)
+            try:
+                release_lease(raw, owner)
+                raw.execute("COMMIT")
+            except BaseException:
+                raw.execute("ROLLBACK")
+                raise
+
+        await run_on_connection_thread(self._conn, release)
 
     def _check_file(self) -> None:
         """Refuse to commit into a file that is no longer the one at the store's path.
@@ -738,7 +773,7 @@ class Writer:
                             f"cannot index the put to {bad.put.namespace!r}/{bad.put.key!r}: "
                             f"{bad.error}"
                         )
-                changes = await self._commit(own, stamps, [], False, now)
+                changes = await self._commit(own, stamps, [], None, now)
             except _MirrorError as exc:
                 # Committed, but not mirrored: this caller learns the writer failed on its
                 # write; those committed and mirrored before it keep their success.
@@ -751,7 +786,7 @@ class Writer:
             total.removed.extend(changes.removed)
         if touches or sweeps:
             try:
-                changes = await self._commit([], [], touches, bool(sweeps), now)
+                changes = await self._commit([], [], touches, _sweep_plan(sweeps), now)
             except Exception as exc:
                 error = _writer_error(exc, "this sweep") if isinstance(exc, _MirrorError) else exc
                 for sweep in sweeps:
