@@ -195,12 +195,17 @@ async def arecv(conn: Connection) -> Any:
     loop = asyncio.get_running_loop()
     while not conn.poll():
         ready: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(conn.fileno(), lambda: ready.done() or ready.set_result(None))
+        loop.add_reader(conn.fileno(), _resolve, ready)
         try:
             await ready
         finally:
             loop.remove_reader(conn.fileno())
     return conn.recv()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 async def sleep_until(moment: float) -> None:
@@ -446,14 +451,15 @@ def measure_writes(pool: Pool, folder: Path, per_task: int, reps: int) -> dict[s
                 label = f"{procs}-{int(indexed)}"
                 path = folder / f"writes-{label}-{rep}.db"
                 ranks = list(range(procs))
-                pool.call(0, "open", path=str(path), indexed=indexed)  # creates the file
-                pool.call_all(ranks[1:], "open", lambda r: {"path": str(path),
-                                                            "indexed": indexed})
+                opening = {"path": str(path), "indexed": indexed}
+                pool.call(0, "open", **opening)  # creates the file; then the others at once
+                pool.call_all(ranks[1:], "open", lambda r, o=opening: o)
                 pool.call_all(ranks, "warm", lambda r: {"prefix": f"w{r}-"})
-                pool.call_all(ranks, "prepare_writes", lambda r: {
-                    "procs": procs, "per_task": per_task, "prefix": f"p{rep}-"})
-                start_at = time.monotonic() + 0.05
-                done = pool.call_all(ranks, "run_writes", lambda r: {"start_at": start_at})
+                share = {"procs": procs, "per_task": per_task, "prefix": f"p{rep}-"}
+                pool.call_all(ranks, "prepare_writes", lambda r, s=share: s)
+                go = {"start_at": time.monotonic() + 0.1}  # the common start instant
+                done = pool.call_all(ranks, "run_writes", lambda r, g=go: g)
+                start_at = go["start_at"]
                 pool.call_all(ranks, "close")
                 remove_db(path)
                 wall = max(d["end"] for d in done) - start_at
@@ -521,14 +527,13 @@ def measure_busy_search(pool: Pool, fill_n: int, scoped: int, whole: int, rounds
 # ---- part 4: one process, this code against the code before ----------------------------------
 
 
-async def single_child(args: argparse.Namespace) -> dict[str, Any]:
-    """One process alone: puts/s (1,000 writers) without and with an index, search p50."""
+async def single_child(args: argparse.Namespace, build: bool) -> dict[str, Any]:
+    """One process alone: puts/s (1,000 writers) without and with an index, search p50
+    (on ``--search-file``, built first when ``build``: by each side's first child)."""
     import memlane
     from memlane import SqliteStore
 
-    src = Path(args.src).resolve()
-    if not Path(memlane.__file__).resolve().is_relative_to(src):
-        raise RuntimeError(f"imported memlane from {memlane.__file__}, not from {src}")
+    check_origin(memlane.__file__, args.src)
     work = Path(args.work)
     vectors = Vectors(rows_needed(args.fill, 0, args.per_task))
     out: dict[str, Any] = {"file": memlane.__file__}
@@ -544,7 +549,7 @@ async def single_child(args: argparse.Namespace) -> dict[str, Any]:
                 sum(len(t) for t in tasks) / (time.perf_counter() - t0))
         remove_db(path)
     search_file = Path(args.search_file)
-    if not search_file.exists():
+    if build:
         async with SqliteStore.open(search_file, index=vectors.index_config()) as store:
             await fill(store, args.fill)
     async with SqliteStore.open(search_file, index=vectors.index_config()) as store:
@@ -553,6 +558,11 @@ async def single_child(args: argparse.Namespace) -> dict[str, Any]:
         out["scoped_p50_ms"] = pct(await search_times(store, args.scoped, True, 100), 50) * 1e3
         out["whole_p50_ms"] = pct(await search_times(store, args.whole, False, 100), 50) * 1e3
     return out
+
+
+def check_origin(module_file: str, src: str) -> None:
+    if not Path(module_file).resolve().is_relative_to(Path(src).resolve()):
+        raise RuntimeError(f"imported memlane from {module_file}, not from {src}")
 
 
 def ensure_before(src: Path, rev: str) -> None:
@@ -763,7 +773,8 @@ def main() -> None:
     args = parse_args()
     if args.child == "single":
         sys.path.insert(0, args.src)
-        print(json.dumps(asyncio.run(single_child(args))))
+        build = not Path(args.search_file).exists()
+        print(json.dumps(asyncio.run(single_child(args, build))))
         return
     started = time.perf_counter()
     results: dict[str, Any] = {"after_rev": revision(Path(args.src))}
