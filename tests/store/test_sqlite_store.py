@@ -306,7 +306,7 @@ async def test_an_item_the_index_keeps_rejecting_fails_no_later_write(
         await store.abatch([PutOp(("ns",), f"b{n}", {"text": "dog"}) for n in range(50)])
         found = await store.asearch(("ns",), query="dog", limit=100)
         assert len(found) == 55 and "bad" not in {hit.key for hit in found}
-        assert store._writer._unmirrored == set()
+        assert store._writer._mirror.unmirrored == set()
         assert (await store.aget(("ns",), "bad")) is not None  # still stored
 
 
@@ -333,7 +333,7 @@ async def test_a_damaged_blob_does_not_hold_back_the_repair_of_others(
         dogs = await store.asearch(("ns",), query="dog", limit=20)
         assert sorted(hit.key for hit in dogs[:9]) == [f"k{n}" for n in range(1, 10)]
         assert "k0" not in {hit.key for hit in dogs}
-        assert store._writer._unmirrored == set()
+        assert store._writer._mirror.unmirrored == set()
 
 
 async def test_a_sweep_whose_mirroring_fails_gets_a_writer_error(
@@ -386,7 +386,7 @@ async def test_a_delete_whose_mirroring_failed_leaves_the_index_with_the_next_co
         assert gone in vectors  # deleted in SQL, still in the index
         mend()
         await store.aput(("ns",), "next", {"text": "dog"})
-        assert gone not in vectors and not store._writer._unmirrored
+        assert gone not in vectors and not store._writer._mirror.unmirrored
 
 
 async def test_cancelled_callers_leave_the_store_working(tmp_path: Path) -> None:

@@ -4,9 +4,11 @@ Callers validate and serialise in their own task, then post a request and await 
 future. The writer takes everything waiting (up to ``max_batch``), and for that batch:
 
 1. embeds all new texts in one call (per request only to isolate a failing one);
-2. coalesces ops on the same key (the last wins);
-3. commits everything in one ``BEGIN IMMEDIATE`` transaction, one thread hop, and
-4. applies the committed changes to the vector index on that same thread;
+2. coalesces ops on the same key (the last wins) into a ``Batch``;
+3. runs it in one ``BEGIN IMMEDIATE`` transaction, one thread hop or inline on the loop
+   when small: ``transaction.apply`` (SQL only) returns the ``Changes``;
+4. applies the committed changes to the vector index and scope map on that same thread
+   (``mirror.py``), holding the follower's lock from before ``COMMIT`` (``follower.py``);
 5. resolves each caller's future, so an acknowledged write is visible to every reader.
 
 One bad request fails only its own caller: a failed embed call is retried on halves of the
@@ -20,33 +22,28 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
 import logging
-import math
 import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 import anyio.to_thread
-import numpy as np
 
 from memlane.store.indexing import EmbedPlan, Indexer
 from memlane.store.isolate import call_isolating
 from memlane.store.ops import PreparedPut
 from memlane.store.settle import settle_fairly
 from memlane.store.sqlite import changelog
-from memlane.store.sqlite.codec import encode_namespace
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.follower import Follower
-from memlane.store.sqlite.lease import claim as claim_lease
 from memlane.store.sqlite.lease import release as release_lease
 from memlane.store.sqlite.mailbox import Mailbox, MailboxClosed
-from memlane.store.sqlite.pending import encode_fields, vector_blob
+from memlane.store.sqlite.mirror import Mirror, MirrorError
 from memlane.store.sqlite.policies import (
     CHECKPOINT_BYTES,
     EXPRESS_AFTER_S,
@@ -57,7 +54,7 @@ from memlane.store.sqlite.policies import (
     SLICE,
 )
 from memlane.store.sqlite.scopes import ScopeMap
-from memlane.store.sqlite.stored_vectors import reload_items
+from memlane.store.sqlite.transaction import Batch, Changes, Entry, Layout, SweepPlan, apply
 from memlane.store.timestamps import Clock
 from memlane.store.types import StoreClosedError
 from memlane.vectors import EmbeddingError, EmbeddingTimeoutError, VectorIndex
@@ -85,17 +82,11 @@ class StoreFileMissingError(WriterError):
     replaced): writes would go to a file nobody can open again, so they are refused."""
 
 
-class _MirrorError(Exception):
-    """A committed batch could not be applied to the vector index. No retry of the
-    transaction (it is in SQL): its callers get ``WriterError``, and its items are reloaded
-    into the index from the vectors table with the next commits (``_heal``)."""
-
-
 class _Busy(Exception):
     """An inline commit found the write lock taken (by another connection or process)."""
 
 
-def _writer_error(exc: _MirrorError, what: str) -> WriterError:
+def _writer_error(exc: MirrorError, what: str) -> WriterError:
     cause = exc.__cause__
     error = WriterError(f"the store's writer failed on {what}: {cause!r}")
     error.__cause__ = cause
@@ -129,12 +120,12 @@ class SweepRequest:
     lease: tuple[str, float] | None = None
 
 
-def _sweep_plan(sweeps: list[SweepRequest]) -> tuple[bool, tuple[str, float] | None] | None:
-    """(whether any sweep is explicit, a periodic sweep's lease), or None: no sweep."""
+def _sweep_plan(sweeps: list[SweepRequest]) -> SweepPlan | None:
+    """The sweep a batch's requests ask for, if any."""
     if not sweeps:
         return None
     lease = next((r.lease for r in sweeps if r.lease is not None), None)
-    return any(r.lease is None for r in sweeps), lease
+    return SweepPlan(any(r.lease is None for r in sweeps), lease)
 
 
 Request = WriteRequest | TouchRequest | SweepRequest
@@ -166,93 +157,21 @@ def _keys(requests: list[Request]) -> set[tuple[tuple[str, ...], str]]:
 
 
 @dataclass(slots=True)
-class _Entry:
-    """A put inside a writer batch, with its vectors once embedded."""
-
-    request: int
-    put: PreparedPut
-    vectors: np.ndarray | None = None
-    embedded: bool = False
-    error: str | None = None
-
-
-@dataclass(slots=True)
 class _Prepared:
     """A batch ready to commit: its requests by kind, and its embedded, coalesced puts."""
 
     writes: list[WriteRequest]
     touches: list[tuple[float, int]]
     sweeps: list[SweepRequest]
-    entries: list[_Entry]
-    survivors: list[_Entry]
+    entries: list[Entry]
+    survivors: list[Entry]
     failed: dict[int, BaseException]
     stamps: list[int]
 
 
-@dataclass(slots=True)
-class _Changes:
-    """What a committed transaction did, to mirror into the vector index."""
-
-    upserted: list[tuple[int, np.ndarray]] = field(default_factory=list)
-    removed: list[int] = field(default_factory=list)
-    swept: int = 0
-    fresh_ids: int | None = None  # ids taken for new items (indexed stores), None: all offered
-    # (namespace, item id) of items written and of rows deleted, for the scope map
-    joined: list[tuple[str, int]] = field(default_factory=list)
-    left: list[tuple[str, int]] = field(default_factory=list)
-    expiries: list[float] = field(default_factory=list)  # expires_at of rows written
-    expiry_floor: float | None = None  # after a sweep: the earliest expires_at left
-    written: int = 0  # about how many bytes the rows took (for the WAL checkpoint)
-    seq: int = 0  # the change log's row for this transaction (0: none)
-
-
-_UPSERT = """
-INSERT INTO items (id, namespace, key, value, created_at, updated_at, ttl_minutes, expires_at)
-VALUES (?8, ?1, ?2, ?3, ?4, ?4, ?5, ?6)
-ON CONFLICT (namespace, key) DO UPDATE SET
-    value = excluded.value,
-    created_at = CASE WHEN items.expires_at IS NOT NULL AND items.expires_at <= ?7
-                      THEN excluded.created_at ELSE items.created_at END,
-    updated_at = excluded.updated_at,
-    ttl_minutes = excluded.ttl_minutes,
-    expires_at = excluded.expires_at
-"""
-# An imported item keeps the timestamps it brings, created_at included.
-_IMPORT = """
-INSERT INTO items (id, namespace, key, value, created_at, updated_at, ttl_minutes, expires_at)
-VALUES (?8, ?1, ?2, ?3, ?4, ?9, ?5, ?6)
-ON CONFLICT (namespace, key) DO UPDATE SET
-    value = excluded.value,
-    created_at = excluded.created_at,
-    updated_at = excluded.updated_at,
-    ttl_minutes = excluded.ttl_minutes,
-    expires_at = excluded.expires_at
-"""
-_DELETE = "DELETE FROM items WHERE namespace = ? AND key = ?"
-_DELETE_VECTORS = "DELETE FROM vectors WHERE item_id = ?"
-_ITEM_ID = "SELECT id FROM items WHERE namespace = ? AND key = ?"
-_INSERT_VECTORS = "INSERT INTO vectors (item_id, embedding) VALUES (?, ?)"
-_MARK = "INSERT OR REPLACE INTO pending_vectors (item_id, fields) VALUES (?, ?)"
-_UNMARK = "DELETE FROM pending_vectors WHERE item_id = ?"
-_TOUCH = (
-    "UPDATE items SET expires_at = MAX(expires_at, ? + ttl_minutes * 60)"
-    " WHERE id = ? AND ttl_minutes IS NOT NULL"
-)
-_EARLIEST_EXPIRY = "SELECT MIN(expires_at) FROM items WHERE expires_at IS NOT NULL"
-# Items repaired per commit after a failed mirror: bounds the extra work of one commit.
-_HEAL_SLICE = 4_096
-_SWEEP = (
-    "DELETE FROM items WHERE expires_at IS NOT NULL AND expires_at <= ? RETURNING id, namespace"
-)
-
-
-def _touched(changes: _Changes) -> list[int]:
-    return [*changes.removed, *(item_id for item_id, _ in changes.upserted)]
-
-
-def _coalesce(entries: list[_Entry], failed: dict[int, BaseException]) -> list[_Entry]:
+def _coalesce(entries: list[Entry], failed: dict[int, BaseException]) -> list[Entry]:
     """The last op per key among requests that have not failed."""
-    last: dict[tuple[tuple[str, ...], str], _Entry] = {}
+    last: dict[tuple[tuple[str, ...], str], Entry] = {}
     for entry in entries:
         if entry.request not in failed:
             last[(entry.put.namespace, entry.put.key)] = entry
@@ -296,9 +215,12 @@ class Writer:
         self._inline_max = inline_max if indexer is None else inline_max // 4  # see policies
         self._checkpoint_bytes = checkpoint_bytes
         self._since_checkpoint = 0
-        self._scopes = scopes
-        # Items whose entry in the vector index may be stale: mirroring their commit failed.
-        self._unmirrored: set[int] = set()
+        self._mirror = Mirror(vectors, scopes)
+        self._layout = Layout(
+            indexed=indexer is not None or defer_embedding,
+            mark_pending=defer_embedding,
+            log=log_changes,
+        )
         # Other processes follow this file: each transaction logs what it changed
         # (``changelog.py``) and is mirrored here under the follower's lock.
         self._follower = follower
@@ -307,7 +229,6 @@ class Writer:
         self._next_trim = 0.0
         self.pipelined = indexer is not None  # see run()
         self._indexer = indexer
-        self._vectors = vectors
         self._clock = clock
         self._max_batch = max_batch
         self.mailbox: Mailbox[Request] = Mailbox(capacity)
@@ -424,7 +345,7 @@ class Writer:
         ]
         sweeps = [r for r in batch if isinstance(r, SweepRequest)]
         numbered = [(n, put) for n, request in enumerate(writes) for put in request.puts]
-        entries = await _in_slices(numbered, lambda part: [_Entry(n, put) for n, put in part])
+        entries = await _in_slices(numbered, lambda part: [Entry(n, put) for n, put in part])
         failed: dict[int, BaseException] = {}
         if self._indexer is not None and self._indexer.embedder.quick:
             survivors = await self._embed(entries, failed)  # runs inline: nothing to wait for
@@ -447,15 +368,15 @@ class Writer:
         now = self._clock.now()
         try:
             changes = await self._commit(
-                batch.survivors, batch.stamps, batch.touches, _sweep_plan(batch.sweeps), now
+                Batch(batch.survivors, batch.stamps, batch.touches, _sweep_plan(batch.sweeps), now)
             )
-        except _MirrorError:
+        except MirrorError:
             raise  # committed: retrying request by request would write it all again
         except Exception as exc:
             if len(writes) - len(failed) <= 1 and not batch.touches and not batch.sweeps:
                 for n in range(len(writes)):
                     failed.setdefault(n, exc)
-                changes = _Changes()
+                changes = Changes()
             else:
                 changes = await self._commit_one_by_one(
                     batch.entries, failed, batch.touches, batch.sweeps, now
@@ -514,7 +435,7 @@ class Writer:
     async def _commit_express(self, express: list[Request]) -> None:
         """Commit writes that need no embedding, after the commit under way (if any)."""
         writes = [r for r in express if isinstance(r, WriteRequest)]
-        entries = [_Entry(n, put) for n, request in enumerate(writes) for put in request.puts]
+        entries = [Entry(n, put) for n, request in enumerate(writes) for put in request.puts]
         failed: dict[int, BaseException] = {}
         survivors = _coalesce(entries, failed)
         stamps = [self._clock.next_stamp() for _ in survivors]
@@ -526,14 +447,14 @@ class Writer:
         del self._unsettled[len(self._unsettled) - len(express) :]
         await asyncio.shield(self._finishing)
 
-    async def _embed(self, entries: list[_Entry], failed: dict[int, BaseException]) -> list[_Entry]:
+    async def _embed(self, entries: list[Entry], failed: dict[int, BaseException]) -> list[Entry]:
         """Embed the surviving puts in one call; isolate failures to their requests."""
         while True:
             survivors = _coalesce(entries, failed)
             todo = [e for e in survivors if not e.embedded and not e.put.is_delete]
             if not todo:
                 return survivors
-            by_request: dict[int, list[_Entry]] = {}
+            by_request: dict[int, list[Entry]] = {}
             for entry in todo:
                 by_request.setdefault(entry.request, []).append(entry)
             groups = list(by_request.values())
@@ -553,12 +474,12 @@ class Writer:
                         f"{entry.error}"
                     )
 
-    async def _embed_groups(self, groups: list[list[_Entry]]) -> list[None]:
+    async def _embed_groups(self, groups: list[list[Entry]]) -> list[None]:
         """Embed several requests' entries in one call (``call_isolating`` splits them)."""
         await self._embed_entries([entry for group in groups for entry in group])
         return [None] * len(groups)
 
-    async def _embed_entries(self, group: list[_Entry]) -> None:
+    async def _embed_entries(self, group: list[Entry]) -> None:
         indexer = self._indexer
         assert indexer is not None
 
@@ -573,19 +494,10 @@ class Writer:
 
     # ---- the transaction -----------------------------------------------------------------
 
-    async def _commit(
-        self,
-        entries: list[_Entry],
-        stamps: list[int],
-        touches: list[tuple[float, int]],
-        sweep: tuple[bool, tuple[str, float] | None] | None,
-        now: float,
-    ) -> _Changes:
-        indexed = self._indexer is not None or self._defer_embedding
-        mark = self._defer_embedding
+    async def _commit(self, batch: Batch) -> Changes:
         follower = self._follower
 
-        def transaction(raw: sqlite3.Connection, inline: bool = False) -> _Changes:
+        def transaction(raw: sqlite3.Connection, inline: bool = False) -> Changes:
             self._check_file()
             if inline:
                 try:
@@ -598,24 +510,9 @@ class Writer:
                 _begin_waiting(raw, self._busy_timeout_ms / 1000)
             locked = False
             try:
-                changes = _Changes()
-                # Ids from the file, inside the transaction: every process takes fresh ones.
-                first = changelog.next_item_id(raw)
-                ids = range(first, first + len(entries))
-                _write_entries(raw, entries, stamps, now, indexed, changes, ids, mark)
-                taken = len(entries) if changes.fresh_ids is None else changes.fresh_ids
-                if taken:
-                    changelog.set_next_item_id(raw, first + taken)
-                if touches:
-                    raw.executemany(_TOUCH, touches)
-                if sweep is not None:
-                    explicit, lease = sweep
-                    holds = lease is not None and claim_lease(raw, *lease, now)
-                    if explicit or holds:
-                        _sweep(raw, now, indexed, changes)
-                        self.sweeps += 1
-                if self._log_changes:
-                    self._log(raw, changes)
+                changes = apply(raw, batch, self._layout)
+                if changes.seq:
+                    self._trim_log(raw, changes.seq)
                 if follower is not None:
                     # Held from before COMMIT until mirrored: see follower.py. The loop
                     # never waits for it: an inline commit goes to the thread instead.
@@ -633,43 +530,35 @@ class Writer:
             try:
                 # Mirrored here, on the connection's thread: the event loop stays free for
                 # other tasks meanwhile (the index takes writes from any thread).
-                self._apply_to_scopes(changes)
-                try:
-                    self._apply_to_index(changes)
-                except Exception as exc:
-                    raise _MirrorError(exc) from exc
+                self._mirror.apply(changes)
             finally:
                 if locked:
                     assert follower is not None
                     if changes.seq:
                         follower.committed(changes.seq)
                     follower.lock.release()
-            self._heal(raw)
+            if changes.swept_now:
+                self.sweeps += 1
+            self._mirror.repair(raw)
             return changes
 
-        small = len(entries) + len(touches) <= self._inline_max
-        if self._inline_max and small and sweep is None and not self._unmirrored:
+        small = len(batch.entries) + len(batch.touches) <= self._inline_max
+        if self._inline_max and small and batch.sweep is None and not self._mirror.unmirrored:
             # A small batch commits in microseconds: less than the thread hop would cost.
-            # No checkpoint (see _checkpoint_if_due) nor repair (``_heal``) runs here. The
-            # loop never waits for the write lock: held by another connection, the batch
-            # goes to the connection's thread, which waits up to busy_timeout.
+            # No checkpoint (see _checkpoint_if_due) nor repair runs here. The loop never
+            # waits for the write lock: held by another connection, the batch goes to the
+            # connection's thread, which waits up to busy_timeout.
             try:
-                changes = transaction(self._raw, inline=True)
+                return transaction(self._raw, inline=True)
             except _Busy:
-                changes = await run_on_connection_thread(self._conn, transaction)
-        else:
-            changes = await run_on_connection_thread(self._conn, transaction)
-        return changes
+                pass
+        return await run_on_connection_thread(self._conn, transaction)
 
-    def _log(self, raw: sqlite3.Connection, changes: _Changes) -> None:
-        """Append the transaction's changes to the log, and trim it now and then."""
-        touched = {*changes.removed, *(item_id for _, item_id in changes.joined)}
-        touched.update(item_id for item_id, _ in changes.upserted)
-        if not touched and not changes.left:
-            return  # touches only: nothing another process holds in memory changed
-        changes.seq = changelog.append(raw, sorted(touched), changes.left)
+    def _trim_log(self, raw: sqlite3.Connection, seq: int) -> None:
+        """Trim the change log to the last ``LOG_KEEP_S`` of this writer's commits, at most
+        every ``LOG_TRIM_EVERY_S`` (inside the transaction that logged ``seq``)."""
         clock = time.monotonic()
-        self._logged.append((clock, changes.seq))
+        self._logged.append((clock, seq))
         if clock < self._next_trim:
             return
         self._next_trim = clock + LOG_TRIM_EVERY_S
@@ -723,7 +612,7 @@ class Writer:
                 f"the store and open it again at a path that exists"
             )
 
-    async def _checkpoint_if_due(self, changes: _Changes, entries: list[_Entry]) -> None:
+    async def _checkpoint_if_due(self, changes: Changes, entries: list[Entry]) -> None:
         """Checkpoint the WAL on the connection's thread after about ``checkpoint_bytes``.
 
         Automatic checkpoints are off on the write connection, so that an inline commit
@@ -751,14 +640,14 @@ class Writer:
 
     async def _commit_one_by_one(
         self,
-        entries: list[_Entry],
+        entries: list[Entry],
         failed: dict[int, BaseException],
         touches: list[tuple[float, int]],
         sweeps: list[SweepRequest],
         now: float,
-    ) -> _Changes:
+    ) -> Changes:
         """After a failed batch transaction: one transaction per request, to find the bad one."""
-        total = _Changes()
+        total = Changes()
         for request in sorted({e.request for e in entries} - set(failed)):
             own = _coalesce([e for e in entries if e.request == request], failed)
             stamps = [self._clock.next_stamp() for _ in own]
@@ -773,8 +662,8 @@ class Writer:
                             f"cannot index the put to {bad.put.namespace!r}/{bad.put.key!r}: "
                             f"{bad.error}"
                         )
-                changes = await self._commit(own, stamps, [], None, now)
-            except _MirrorError as exc:
+                changes = await self._commit(Batch(own, stamps, now=now))
+            except MirrorError as exc:
                 # Committed, but not mirrored: this caller learns the writer failed on its
                 # write; those committed and mirrored before it keep their success.
                 failed[request] = _writer_error(exc, "this write")
@@ -786,9 +675,9 @@ class Writer:
             total.removed.extend(changes.removed)
         if touches or sweeps:
             try:
-                changes = await self._commit([], [], touches, _sweep_plan(sweeps), now)
+                changes = await self._commit(Batch([], [], touches, _sweep_plan(sweeps), now))
             except Exception as exc:
-                error = _writer_error(exc, "this sweep") if isinstance(exc, _MirrorError) else exc
+                error = _writer_error(exc, "this sweep") if isinstance(exc, MirrorError) else exc
                 for sweep in sweeps:
                     if not sweep.future.done():
                         sweep.future.set_exception(error)
@@ -797,176 +686,11 @@ class Writer:
                 total.swept = changes.swept
         return total
 
-    def _apply_to_scopes(self, changes: _Changes) -> None:
-        """Record the transaction's items in the scope map; if that fails, the map marks
-        itself broken and readers ask SQL instead (no caller's write fails for it)."""
-        if self._scopes is None or self._scopes.broken:
-            return
-        try:
-            self._scopes.apply(
-                changes.joined, changes.left, changes.expiries, changes.expiry_floor
-            )
-        except Exception:
-            log.exception("memlane's scope map failed; scoped searches go to SQL from now on")
-
-    def _apply_to_index(self, changes: _Changes) -> None:
-        """Mirror a committed transaction into the vector index (on the connection's thread).
-        If that fails, its items are remembered for ``_heal``; those it did mirror are fine."""
-        if self._vectors is None:
-            return
-        try:
-            if changes.removed:
-                self._vectors.remove(changes.removed)
-            if changes.upserted:
-                self._vectors.upsert(changes.upserted)
-        except Exception:
-            self._unmirrored.update(_touched(changes))
-            raise
-        if self._unmirrored:  # these items are now right in the index
-            self._unmirrored.difference_update(_touched(changes))
-
-    def _heal(self, raw: sqlite3.Connection) -> None:
-        """Reload into the index, from the vectors table (the truth, so every item gets its
-        latest state), up to ``_HEAL_SLICE`` items whose mirroring failed. After each commit,
-        on the connection's thread; a failure here is logged, never the batch's callers'."""
-        if not self._unmirrored or self._vectors is None:
-            return
-        item_ids = list(itertools.islice(self._unmirrored, _HEAL_SLICE))
-        try:
-            reload_items(raw, self._vectors, item_ids)
-        except Exception:
-            # One by one, so that the items at fault do not hold the others back.
-            item_ids = [item_id for item_id in item_ids if self._heal_one(raw, item_id)]
-        self._unmirrored.difference_update(item_ids)
-
-    def _heal_one(self, raw: sqlite3.Connection, item_id: int) -> bool:
-        """Reload one item; one that cannot be reloaded (a damaged blob) leaves the index
-        (missing beats stale; a reopen names the damage). False: try again later."""
-        assert self._vectors is not None
-        try:
-            reload_items(raw, self._vectors, [item_id])
-            return True
-        except Exception:
-            log.exception("memlane could not reload item %d into the vector index", item_id)
-        try:
-            self._vectors.remove([item_id])
-            return True
-        except Exception:
-            return False
-
     @staticmethod
     def _fail(batch: list[Request], error: BaseException) -> None:
         for request in batch:
             if isinstance(request, WriteRequest | SweepRequest) and not request.future.done():
                 request.future.set_exception(error)
-
-
-def _write_entries(
-    raw: sqlite3.Connection,
-    entries: list[_Entry],
-    stamps: list[int],
-    now: float,
-    indexed: bool,
-    changes: _Changes,
-    ids: range,
-    mark: bool = False,
-) -> None:
-    """Upserts and deletes for one transaction, a few statements for the whole batch.
-
-    Each put offers a fresh id from ``ids``, read from the file inside the transaction (an
-    overwrite keeps its row's id), so an id never names two items, in any process: the
-    vector indexes map ids to items.
-
-    With an index, vectors live in their own table beside the items (filter scans stay
-    small); the item ids the vector index needs are looked up once per key, before the
-    upsert, so only new keys take fresh ids: ids stay dense under rewrites, which keeps
-    the index's id -> row array small (``directory.py``).
-    """
-    rows: list[tuple[Any, ...]] = []
-    imported: list[tuple[Any, ...]] = []
-    put_entries: list[_Entry] = []
-    next_id = ids.start
-    deletes: list[tuple[str, str]] = []
-    for entry, stamp in zip(entries, stamps, strict=True):
-        put = entry.put
-        namespace = encode_namespace(put.namespace)
-        changes.written += len(put.encoded or b"") + 200
-        if put.encoded is None:
-            deletes.append((namespace, put.key))
-            continue
-        ttl = put.ttl_minutes
-        expires_at = now + ttl * 60 if ttl is not None else None
-        row: tuple[Any, ...]
-        if put.imported is not None:
-            created, updated, expires_at = put.imported
-            row = (namespace, put.key, put.encoded.decode(), created, ttl, expires_at, now,
-                   next_id, updated)
-            imported.append(row)
-        else:
-            row = (namespace, put.key, put.encoded.decode(), stamp, ttl, expires_at, now, next_id)
-        rows.append(row)
-        next_id += 1
-        put_entries.append(entry)
-    stamped = [row for row in rows if len(row) == 8] if imported else rows
-    if not indexed:
-        raw.executemany(_UPSERT, stamped)
-        raw.executemany(_IMPORT, imported)
-        raw.executemany(_DELETE, deletes)
-        return
-    deleted_ids = [_item_id(raw, key) for key in deletes]
-    existing = [_item_id(raw, (row[0], row[1])) for row in rows]
-    put_ids: list[int] = []
-    taken = ids.start
-    for n, (row, found) in enumerate(zip(rows, existing, strict=True)):
-        if found is None:
-            found, taken = taken, taken + 1
-        rows[n] = (*row[:7], found, *row[8:])  # ?8: the row's id, new or kept
-        put_ids.append(found)
-    changes.fresh_ids = taken - ids.start
-    stamped = [row for row in rows if len(row) == 8] if imported else rows
-    imported = [row for row in rows if len(row) == 9]
-    raw.executemany(_DELETE, deletes)
-    raw.executemany(_UPSERT, stamped)
-    raw.executemany(_IMPORT, imported)
-    stale = [(item_id,) for item_id in [*existing, *deleted_ids] if item_id is not None]
-    raw.executemany(_DELETE_VECTORS, stale)
-    vector_rows: list[tuple[int, bytes]] = []
-    for entry, item_id in zip(put_entries, put_ids, strict=True):
-        vectors = entry.vectors
-        if vectors is not None and len(vectors):
-            vector_rows.append((item_id, vector_blob(vectors)))
-            changes.upserted.append((item_id, vectors))
-        else:
-            changes.removed.append(item_id)
-    raw.executemany(_INSERT_VECTORS, vector_rows)
-    if mark:
-        _mark_pending(raw, put_entries, put_ids, deleted_ids)
-    changes.removed.extend(item_id for item_id in deleted_ids if item_id is not None)
-    changes.joined.extend((row[0], item_id) for row, item_id in zip(rows, put_ids, strict=True))
-    changes.expiries.extend(row[5] for row in rows if row[5] is not None)
-    changes.left.extend(
-        (namespace, item_id)
-        for (namespace, _), item_id in zip(deletes, deleted_ids, strict=True)
-        if item_id is not None
-    )
-
-
-def _sweep(raw: sqlite3.Connection, now: float, indexed: bool, changes: _Changes) -> None:
-    """Delete every expired item (inside the batch's transaction)."""
-    gone_rows = raw.execute(_SWEEP, (now,)).fetchall()
-    swept = [row[0] for row in gone_rows]
-    changes.left.extend((row[1], row[0]) for row in gone_rows)
-    if indexed:
-        raw.executemany(_DELETE_VECTORS, [(i,) for i in swept])
-        if swept and changes.joined:  # an import already past its expiry
-            gone = set(swept)
-            changes.upserted = [u for u in changes.upserted if u[0] not in gone]
-            changes.joined = [j for j in changes.joined if j[1] not in gone]
-    changes.removed.extend(swept)
-    changes.swept = len(swept)
-    if indexed:
-        (floor,) = raw.execute(_EARLIEST_EXPIRY).fetchone()
-        changes.expiry_floor = math.inf if floor is None else float(floor)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -989,27 +713,3 @@ def _begin_waiting(raw: sqlite3.Connection, wait_s: float) -> None:
                 raise
         time.sleep(min(pause, left))
         pause = min(pause * 2, 0.05)
-
-
-def _mark_pending(
-    raw: sqlite3.Connection,
-    put_entries: list[_Entry],
-    put_ids: list[int],
-    deleted_ids: list[int | None],
-) -> None:
-    """Mark what an ``index=False`` store wrote, for the next open with the index; a
-    delete or an ``index=False`` put leaves nothing to embed."""
-    marks: list[tuple[int, str | None]] = []
-    unmarks = [(item_id,) for item_id in deleted_ids if item_id is not None]
-    for entry, item_id in zip(put_entries, put_ids, strict=True):
-        if entry.put.index is False:
-            unmarks.append((item_id,))
-        else:
-            marks.append((item_id, encode_fields(entry.put.index)))
-    raw.executemany(_UNMARK, unmarks)
-    raw.executemany(_MARK, marks)
-
-
-def _item_id(raw: sqlite3.Connection, key: tuple[str, str]) -> int | None:
-    row = raw.execute(_ITEM_ID, key).fetchone()
-    return None if row is None else int(row[0])
