@@ -8,7 +8,7 @@ which the ``UNIQUE (namespace, key)`` index serves directly.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -17,6 +17,7 @@ from memlane.store.types import Item, ItemFields, SearchItem
 
 __all__ = [
     "ITEM_COLUMNS",
+    "ItemRow",
     "encode_namespace",
     "is_storable",
     "prefix_condition",
@@ -25,6 +26,24 @@ __all__ = [
 ]
 
 ITEM_COLUMNS = "id, namespace, key, value, created_at, updated_at, ttl_minutes"
+
+
+class ItemRow(NamedTuple):
+    """A row of ``SELECT {ITEM_COLUMNS}``, by name (``ItemRow._make(row)`` is one
+    ``tuple.__new__``: no per-field work)."""
+
+    id: int
+    namespace: str  # as stored: labels joined with '.'
+    key: str
+    value: str  # JSON text
+    created_at: int  # microseconds since the epoch
+    updated_at: int
+    ttl_minutes: float | None
+
+    @property
+    def expiring(self) -> bool:
+        """Whether a read refreshes its expiry (it has a TTL)."""
+        return self.ttl_minutes is not None
 
 
 def encode_namespace(namespace: tuple[str, ...]) -> str:
@@ -56,19 +75,19 @@ def prefix_condition(prefix: tuple[str, ...], column: str = "namespace") -> tupl
     )
 
 
-def _fields(row: tuple[Any, ...]) -> ItemFields:
+def _fields(row: ItemRow) -> ItemFields:
     return (
-        orjson.loads(row[3]),
-        row[2],
-        decode_namespace(row[1]),
-        from_micros(row[4]),
-        from_micros(row[5]),
+        orjson.loads(row.value),
+        row.key,
+        decode_namespace(row.namespace),
+        from_micros(row.created_at),
+        from_micros(row.updated_at),
     )
 
 
-def row_to_item(row: tuple[Any, ...]) -> Item:
+def row_to_item(row: ItemRow) -> Item:
     return Item._trusted(*_fields(row))
 
 
-def row_to_search_item(row: tuple[Any, ...], score: float | None) -> SearchItem:
+def row_to_search_item(row: ItemRow, score: float | None) -> SearchItem:
     return SearchItem._scored(_fields(row), score)

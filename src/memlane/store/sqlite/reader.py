@@ -25,13 +25,13 @@ from typing import Any, TypeVar
 import aiosqlite
 import anyio.to_thread
 import numpy as np
-import orjson
 
 from memlane.store.heavy import BIG_VALUE_CHARS
 from memlane.store.namespaces import walk_matching_namespaces
 from memlane.store.ops import PreparedList, PreparedSearch
 from memlane.store.sqlite.codec import (
     ITEM_COLUMNS,
+    ItemRow,
     encode_namespace,
     is_storable,
     prefix_condition,
@@ -41,8 +41,20 @@ from memlane.store.sqlite.codec import (
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.follower import Follower
 from memlane.store.sqlite.inline import InlineReader, TooMuchWork
+from memlane.store.sqlite.planner import (
+    LIVE,
+    CandidateIds,
+    Found,
+    RankedRows,
+    candidate_ids,
+    page,
+    plan_search,
+    rows_by_id,
+    under,
+    where,
+)
 from memlane.store.sqlite.policies import GET_BATCH, GET_KEY_CHUNK
-from memlane.store.sqlite.scopes import ASK_SQL, ScopeMap
+from memlane.store.sqlite.scopes import ScopeMap
 from memlane.store.text_walk import Scan, Seek, TextOrderWalk, TextRange
 from memlane.store.timestamps import Clock
 from memlane.store.types import Item, SearchItem, StoreClosedError
@@ -50,13 +62,9 @@ from memlane.vectors import SearchCoalescer, VectorIndex
 
 __all__ = ["Readers"]
 
-_LIVE = "(expires_at IS NULL OR expires_at > ?)"
-_ANY_EXPIRED = "SELECT 1 FROM items WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT 1"
-_GET = f"SELECT {ITEM_COLUMNS} FROM items WHERE namespace = ? AND key = ? AND {_LIVE}"
-_ID_CHUNK = 500
+_GET = f"SELECT {ITEM_COLUMNS} FROM items WHERE namespace = ? AND key = ? AND {LIVE}"
 
 _PendingGet = tuple[str, str, bool, "asyncio.Future[Item | None]"]
-_Found = tuple[SearchItem, int, bool]  # the item, its id, whether it carries an expiry
 _T = TypeVar("_T")
 
 
@@ -165,9 +173,9 @@ class Readers:
                 row = rows.get((encoded, key))
                 if row is None:
                     return None
-                if refresh and row[6] is not None:
-                    self._touch([row[0]], now)
-                if len(row[3]) > BIG_VALUE_CHARS:  # see heavy.py
+                if refresh and row.expiring:
+                    self._touch([row.id], now)
+                if len(row.value) > BIG_VALUE_CHARS:  # see heavy.py
                     return await anyio.to_thread.run_sync(row_to_item, row)
                 return row_to_item(row)
         # Checked here, with no await before the append: a get queued once ``shut`` has
@@ -206,7 +214,7 @@ class Readers:
                     if row is None:
                         found.append(None)
                     else:
-                        found.append((row_to_item(row), row[0], row[6] is not None))
+                        found.append((row_to_item(row), row.id, row.expiring))
                 return found
 
             self.get_hops += 1
@@ -276,39 +284,26 @@ class Readers:
 
     async def _vector_search(
         self, op: PreparedSearch, query: np.ndarray, now: float
-    ) -> list[_Found]:
+    ) -> list[Found]:
         """Exact top ``offset + limit`` among the live items the scope and filter allow."""
         coalescer = self._coalescer
         assert coalescer is not None
         wanted = op.offset + op.limit
         if wanted == 0:
             return []
-        index = coalescer.index
         candidates: np.ndarray | None = None
         if op.namespace_prefix or not op.filter.is_empty:
-            scopes = self._scopes
-
-            def scoped(raw: sqlite3.Connection) -> list[_Found] | np.ndarray | None:
-                if not op.filter.is_empty:
-                    ids = _candidate_ids(raw, op, now)
-                elif scopes is not None and (
-                    in_map := scopes.ids_under(encode_namespace(op.namespace_prefix), now)
-                ) is not ASK_SQL:  # in memory: no SQL before the vector search
-                    if in_map is None:
-                        return None  # a prefix over the whole store: search it all, no ids
-                    ids = in_map
-                elif (scope_ids := _scope_ids(raw, op, now)) is not None:
-                    ids = scope_ids
-                else:
-                    return None  # a prefix over the whole store: search it all, no ids
-                if index.search_cost(ids) > coalescer.inline_rows:
-                    return ids  # too many to score here: the coalescer's threads will
-                return _ranked_rows(raw, index, op, query, ids, now)
-
-            result = await self._read(scoped, inline=not op.filter.wide)
-            if isinstance(result, list):
-                return result
-            candidates = result
+            plan = await self._read(
+                functools.partial(
+                    plan_search, op=op, query=query, now=now, index=coalescer.index,
+                    scopes=self._scopes, inline_rows=coalescer.inline_rows,
+                ),
+                inline=not op.filter.wide,
+            )
+            if isinstance(plan, RankedRows):
+                return plan.found
+            if isinstance(plan, CandidateIds):
+                candidates = plan.ids
         # Searched whole (the prefix covered every item when asked), an item another
         # namespace gained since must still not come back.
         outside = bool(op.namespace_prefix) and candidates is None
@@ -318,20 +313,20 @@ class Readers:
             ids = [item_id for item_id, _ in hits]
 
             def fetch(raw: sqlite3.Connection, ids: list[int] = ids) -> dict[int, Any]:
-                return _rows_by_id(raw, ids, now)
+                return rows_by_id(raw, ids, now)
 
             rows = await self._read(fetch)
             kept = [(rows[item_id], score) for item_id, score in hits if item_id in rows]
             if outside:
-                kept = [(row, score) for row, score in kept if _under(row[1], op)]
+                kept = [(row, score) for row, score in kept if under(row.namespace, op)]
             # An id can vanish between the index and the table while its delete commits,
             # or by expiring: ask the index for more so the page stays full.
             if len(kept) >= wanted or len(hits) < k:
-                return _page(kept, op)
+                return page(kept, op)
             if candidates is None and k >= 4 * wanted:
                 # many expired but unswept items: let SQL name the live ones instead
                 candidates = await self._read(
-                    lambda raw: _candidate_ids(raw, op, now), inline=not op.filter.wide
+                    lambda raw: candidate_ids(raw, op, now), inline=not op.filter.wide
                 )
             k *= 2
 
@@ -359,11 +354,11 @@ class Readers:
 # ranges go in one statement: COALESCE runs each subquery only while those before found
 # nothing (measured: ~10 us a statement, most of it the call).
 _SEEK_BOUNDED = (
-    f"(SELECT namespace FROM items WHERE namespace >= ? AND namespace < ? AND {_LIVE}"
+    f"(SELECT namespace FROM items WHERE namespace >= ? AND namespace < ? AND {LIVE}"
     f" ORDER BY namespace LIMIT 1)"
 )
 _SEEK_OPEN = (
-    f"(SELECT namespace FROM items WHERE namespace >= ? AND {_LIVE} ORDER BY namespace LIMIT 1)"
+    f"(SELECT namespace FROM items WHERE namespace >= ? AND {LIVE} ORDER BY namespace LIMIT 1)"
 )
 
 
@@ -393,7 +388,7 @@ def _namespace_scan(raw: sqlite3.Connection, now: float) -> Scan:
         """In index order, nearly sorted: see ``list_matching_namespaces``."""
         scope, params = prefix_condition(prefix)
         sql = (
-            f"SELECT DISTINCT namespace FROM items WHERE {scope} AND {_LIVE}"
+            f"SELECT DISTINCT namespace FROM items WHERE {scope} AND {LIVE}"
             f" ORDER BY namespace"
         )
         return [tuple(row[0].split(".")) for row in raw.execute(sql, [*params, now])]
@@ -401,123 +396,31 @@ def _namespace_scan(raw: sqlite3.Connection, now: float) -> Scan:
     return scan
 
 
-def _where(op: PreparedSearch, now: float) -> tuple[str, list[Any]]:
-    scope, params = prefix_condition(op.namespace_prefix)
-    filter_sql, filter_params = op.filter.to_sql("items.value")
-    return f"{scope} AND {_LIVE} AND {filter_sql}", [*params, now, *filter_params]
-
-
-def _filter_search(raw: sqlite3.Connection, op: PreparedSearch, now: float) -> list[_Found]:
-    where, params = _where(op, now)
+def _filter_search(raw: sqlite3.Connection, op: PreparedSearch, now: float) -> list[Found]:
+    condition, params = where(op, now)
     sql = (
-        f"SELECT {ITEM_COLUMNS} FROM items WHERE {where} "
+        f"SELECT {ITEM_COLUMNS} FROM items WHERE {condition} "
         f"ORDER BY updated_at DESC, namespace, key LIMIT ? OFFSET ?"
     )
-    rows = raw.execute(sql, [*params, op.limit, op.offset]).fetchall()
-    return [(row_to_search_item(row, None), row[0], row[6] is not None) for row in rows]
-
-
-# Whether some item lies outside a prefix: three index probes, not a scan. Inside is
-# ``namespace = t`` or ``t. < namespace < t/`` (see ``prefix_condition``), so outside is
-# below ``t``, in ``(t, t.]``, or from ``t/`` on.
-_OUTSIDE = (
-    "EXISTS(SELECT 1 FROM items WHERE namespace < ?)"
-    " OR EXISTS(SELECT 1 FROM items WHERE namespace > ? AND namespace <= ?)"
-    " OR EXISTS(SELECT 1 FROM items WHERE namespace >= ?)"
-)
-
-
-def _scope_ids(raw: sqlite3.Connection, op: PreparedSearch, now: float) -> np.ndarray | None:
-    """Ids of the live items under the prefix (no filter), or ``None`` when the prefix
-    covers every item in the store (then the whole index is searched, without ids).
-
-    One statement: the probe for an item outside the prefix, the probe for expired items
-    waiting for the sweeper, and, only when there is something outside and nothing
-    expired (``CASE`` evaluates lazily), the ids as one JSON array (100 ids: ~25 us
-    against ~73 for a row per id). Then the ``(namespace, key)`` index covers the query,
-    instead of one table page per candidate for its ``expires_at`` (measured: 170 -> ~30
-    us for one user's 100 items among 100k). With expired items it asks again, for the
-    live ones."""
-    text = encode_namespace(op.namespace_prefix)
-    outside_args = [text, text, text + ".", text + "/"]
-    scope, args = prefix_condition(op.namespace_prefix)
-    outside, found = raw.execute(
-        f"SELECT {_OUTSIDE}, CASE WHEN NOT ({_OUTSIDE}) OR EXISTS({_ANY_EXPIRED}) THEN NULL"
-        f" ELSE (SELECT json_group_array(id) FROM items WHERE {scope}) END",
-        [*outside_args, *outside_args, now, *args],
-    ).fetchone()
-    if not outside:
-        return None
-    if found is None:  # expired items wait for the sweeper: only the live ones
-        return _candidate_ids(raw, op, now)
-    return np.array(orjson.loads(found), dtype=np.int64)
-
-
-def _candidate_ids(raw: sqlite3.Connection, op: PreparedSearch, now: float) -> np.ndarray:
-    """Ids of the live items the scope and filter allow, as one JSON array."""
-    where, args = _where(op, now)
-    found = raw.execute(f"SELECT json_group_array(id) FROM items WHERE {where}", args)
-    return np.array(orjson.loads(found.fetchone()[0]), dtype=np.int64)
-
-
-def _ranked_rows(
-    raw: sqlite3.Connection,
-    vectors: VectorIndex,
-    op: PreparedSearch,
-    query: np.ndarray,
-    candidates: np.ndarray,
-    now: float,
-) -> list[_Found]:
-    """Search few candidates and fetch their rows, all on this reader's thread."""
-    wanted = op.offset + op.limit
-    if not len(candidates):
-        return []
-    k = wanted
-    while True:
-        hits = vectors.search(query, k, candidates)
-        rows = _rows_by_id(raw, [item_id for item_id, _ in hits], now)
-        kept = [(rows[item_id], score) for item_id, score in hits if item_id in rows]
-        if len(kept) >= wanted or len(hits) < k:
-            return _page(kept, op)
-        k *= 2
-
-
-def _under(namespace: str, op: PreparedSearch) -> bool:
-    """Whether a stored namespace lies within the search's prefix (whole labels)."""
-    text = encode_namespace(op.namespace_prefix)
-    return namespace == text or namespace.startswith(text + ".")
-
-
-def _page(kept: list[tuple[tuple[Any, ...], float]], op: PreparedSearch) -> list[_Found]:
-    return [
-        (row_to_search_item(row, score), row[0], row[6] is not None)
-        for row, score in kept[op.offset : op.offset + op.limit]
-    ]
+    rows = map(ItemRow._make, raw.execute(sql, [*params, op.limit, op.offset]).fetchall())
+    return [(row_to_search_item(row, None), row.id, row.expiring) for row in rows]
 
 
 def _rows_by_key(
     raw: sqlite3.Connection, keys: list[tuple[str, str, float]]
-) -> dict[tuple[str, str], tuple[Any, ...]]:
+) -> dict[tuple[str, str], ItemRow]:
     """Many point lookups in one statement per chunk: a UNION ALL of indexed lookups.
 
     (A row-value ``IN (VALUES ...)`` would scan the table; each arm here uses the index.)
     """
-    rows: dict[tuple[str, str], tuple[Any, ...]] = {}
+    rows: dict[tuple[str, str], ItemRow] = {}
     for start in range(0, len(keys), GET_KEY_CHUNK):
         chunk = keys[start : start + GET_KEY_CHUNK]
         sql = " UNION ALL ".join([_GET] * len(chunk))
         params = [value for key in chunk for value in key]
-        for row in raw.execute(sql, params):
-            rows[(row[1], row[2])] = row
+        for fields in raw.execute(sql, params):
+            row = ItemRow._make(fields)
+            rows[(row.namespace, row.key)] = row
     return rows
 
 
-def _rows_by_id(raw: sqlite3.Connection, ids: list[int], now: float) -> dict[int, tuple[Any, ...]]:
-    rows: dict[int, tuple[Any, ...]] = {}
-    for start in range(0, len(ids), _ID_CHUNK):
-        chunk = ids[start : start + _ID_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        sql = f"SELECT {ITEM_COLUMNS} FROM items WHERE id IN ({marks}) AND {_LIVE}"
-        for row in raw.execute(sql, [*chunk, now]):
-            rows[row[0]] = row
-    return rows
