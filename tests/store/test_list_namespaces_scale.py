@@ -236,7 +236,7 @@ class VmSteps:
         def install(raw: sqlite3.Connection) -> None:
             raw.set_progress_handler(self.tick, 10)
 
-        for conn in store._readers._connections:  # type: ignore[attr-defined]
+        for conn in store._readers._pool._connections:  # type: ignore[attr-defined]
             await run_on_connection_thread(conn, install)
 
     def take(self) -> int:
@@ -301,7 +301,7 @@ async def test_the_seeks_use_the_namespace_index(tmp_path: Path) -> None:
     async with SqliteStore.open(tmp_path / "plans.db") as store:
         await store.aput(("a",), "k", {"v": 1})
         found = await run_on_connection_thread(
-            store._readers._connections[0], _seek_plans  # type: ignore[attr-defined]
+            store._readers._pool._connections[0], _seek_plans  # type: ignore[attr-defined]
         )
     assert len(found) == 1 + 1 + 4, found
     index = "SEARCH items USING INDEX sqlite_autoindex_items_1 (namespace>"

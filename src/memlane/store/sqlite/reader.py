@@ -18,28 +18,23 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import aiosqlite
-import anyio.to_thread
 import numpy as np
 
-from memlane.store.heavy import BIG_VALUE_CHARS
 from memlane.store.namespaces import walk_matching_namespaces
 from memlane.store.ops import PreparedList, PreparedSearch
 from memlane.store.sqlite.codec import (
     ITEM_COLUMNS,
     ItemRow,
-    encode_namespace,
     is_storable,
     prefix_condition,
-    row_to_item,
     row_to_search_item,
 )
-from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.follower import Follower
+from memlane.store.sqlite.gets import GetBatcher
 from memlane.store.sqlite.inline import InlineReader, TooMuchWork
 from memlane.store.sqlite.planner import (
     LIVE,
@@ -53,23 +48,21 @@ from memlane.store.sqlite.planner import (
     under,
     where,
 )
-from memlane.store.sqlite.policies import GET_BATCH, GET_KEY_CHUNK
+from memlane.store.sqlite.pool import ReaderPool
 from memlane.store.sqlite.scopes import ScopeMap
 from memlane.store.text_walk import Scan, Seek, TextOrderWalk, TextRange
 from memlane.store.timestamps import Clock
-from memlane.store.types import Item, SearchItem, StoreClosedError
+from memlane.store.types import Item, SearchItem
 from memlane.vectors import SearchCoalescer, VectorIndex
 
 __all__ = ["Readers"]
 
-_GET = f"SELECT {ITEM_COLUMNS} FROM items WHERE namespace = ? AND key = ? AND {LIVE}"
-
-_PendingGet = tuple[str, str, bool, "asyncio.Future[Item | None]"]
 _T = TypeVar("_T")
 
 
 class Readers:
-    """Reader connections, get coalescing, and the search and listing queries."""
+    """Every read: gets (``gets.py``), searches (planned by ``planner.py``) and listings,
+    on the inline reader or the pool's connections (``pool.py``)."""
 
     def __init__(
         self,
@@ -82,159 +75,30 @@ class Readers:
         scopes: ScopeMap | None = None,
         follower: Follower | None = None,
     ) -> None:
-        self._connections = list(connections)
+        self._pool = ReaderPool(connections)
+        self._gets = GetBatcher(self._pool, clock=clock, touch=touch, inline=inline)
         self._follower = follower  # catches up with other processes before vector searches
         self._inline = inline
-        self._arriving = 0  # gets at their checkpoint right now
-        self._idle: list[aiosqlite.Connection] = list(connections)
-        self._waiters: deque[asyncio.Future[aiosqlite.Connection]] = deque()
-        self._pending: list[_PendingGet] = []
-        self._flushers: set[asyncio.Task[None]] = set()
         self._vectors = vectors
         self._coalescer = SearchCoalescer(vectors) if vectors is not None else None
         self._scopes = scopes
         self._clock = clock
         self._touch = touch
-        self.get_hops = 0  # thread hops spent on gets (tests check the coalescing)
-        self._crowd_hint = False  # the last coalesced batch held several gets
-        self._closing = False  # set by shut(): new reads raise StoreClosedError
 
-    # ---- connection leasing --------------------------------------------------------------
+    async def get(self, namespace: tuple[str, ...], key: str, refresh: bool) -> Item | None:
+        return await self._gets.get(namespace, key, refresh)
 
-    async def _acquire(self) -> aiosqlite.Connection:
-        """A connection for a new read; refused once the store is closing (see ``shut``)."""
-        self._check_open()
-        return await self._lease()
-
-    def _check_open(self) -> None:
-        if self._closing:
-            raise StoreClosedError("the store is closed")
-
-    async def _lease(self) -> aiosqlite.Connection:
-        if self._idle:
-            return self._idle.pop()
-        waiter: asyncio.Future[aiosqlite.Connection] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._release(waiter.result())  # handed over just as we were cancelled
-            raise
-
-    def _release(self, conn: aiosqlite.Connection) -> None:
-        if self._pending:
-            self._start_flush(conn)
-            return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(conn)
-                return
-        self._idle.append(conn)
+    @property
+    def get_hops(self) -> int:
+        """Thread hops spent on gets (tests check the coalescing)."""
+        return self._gets.get_hops
 
     async def shut(self) -> None:
         """Refuse new reads, let those holding a connection or queued for one finish, and
         end the vector search worker threads (the store closes the connections after)."""
-        self._closing = True
-        held = [await self._lease() for _ in self._connections]
-        self._idle.extend(held)
+        await self._pool.shut()
         if self._coalescer is not None:
             self._coalescer.close()
-
-    # ---- gets ----------------------------------------------------------------------------
-
-    async def get(self, namespace: tuple[str, ...], key: str, refresh: bool) -> Item | None:
-        """One item; gets queued while connections are busy go together in one hop."""
-        if not is_storable(namespace):
-            return None
-        encoded = encode_namespace(namespace)
-        # Without an inline connection, with a coalesced batch already forming, or right
-        # after a crowd's batch (measured: +15-25% gets/s with 100 readers), a get takes
-        # the pooled path at once.
-        crowded = True
-        if self._inline is not None and not self._pending and not self._crowd_hint:
-            # A checkpoint, as a hop would be (no task hogs the loop), which also tells a
-            # lone get from a crowd: gets that arrived in the same loop turn are cheaper
-            # together, in one coalesced hop, than one by one on the loop.
-            self._arriving += 1
-            try:
-                await asyncio.sleep(0)
-            finally:
-                self._arriving -= 1
-            crowded = self._arriving > 0 or bool(self._pending)
-        if self._inline is not None and not crowded:
-            now = self._clock.now()
-            try:
-                rows = self._inline.run(lambda raw: _rows_by_key(raw, [(encoded, key, now)]))
-            except TooMuchWork:
-                pass
-            else:
-                row = rows.get((encoded, key))
-                if row is None:
-                    return None
-                if refresh and row.expiring:
-                    self._touch([row.id], now)
-                if len(row.value) > BIG_VALUE_CHARS:  # see heavy.py
-                    return await anyio.to_thread.run_sync(row_to_item, row)
-                return row_to_item(row)
-        # Checked here, with no await before the append: a get queued once ``shut`` has
-        # run would be flushed on a connection the store is about to close.
-        self._check_open()
-        future: asyncio.Future[Item | None] = asyncio.get_running_loop().create_future()
-        self._pending.append((encoded, key, refresh, future))
-        if len(self._pending) == 1 and self._idle:
-            self._start_flush(self._idle.pop())
-        return await future
-
-    def _start_flush(self, conn: aiosqlite.Connection) -> None:
-        task = asyncio.get_running_loop().create_task(self._flush(conn))
-        self._flushers.add(task)
-        task.add_done_callback(self._flushers.discard)
-
-    async def _flush(self, conn: aiosqlite.Connection) -> None:
-        batch = self._pending[:GET_BATCH]
-        del self._pending[:GET_BATCH]
-        # The callers of a crowd's batch usually come back together: their next gets skip
-        # the checkpoint that tells a lone get from a crowd, and queue at once.
-        self._crowd_hint = len(batch) > 1
-        if self._pending and self._idle:  # more waiting: let another connection share it
-            self._start_flush(self._idle.pop())
-        try:
-            if not batch:
-                return
-            now = self._clock.now()
-            keys = [(namespace, key, now) for namespace, key, _, _ in batch]
-
-            def lookup(raw: sqlite3.Connection) -> list[tuple[Item, int, bool] | None]:
-                rows = _rows_by_key(raw, keys)
-                found: list[tuple[Item, int, bool] | None] = []
-                for namespace, key, _ in keys:
-                    row = rows.get((namespace, key))
-                    if row is None:
-                        found.append(None)
-                    else:
-                        found.append((row_to_item(row), row.id, row.expiring))
-                return found
-
-            self.get_hops += 1
-            try:
-                rows = await run_on_connection_thread(conn, lookup)
-            except Exception as exc:
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
-            touched: list[int] = []
-            for (_, _, refresh, future), found in zip(batch, rows, strict=True):
-                if found is not None and refresh and found[2]:
-                    touched.append(found[1])
-                if not future.done():
-                    future.set_result(None if found is None else found[0])
-            if touched:
-                self._touch(touched, now)
-        finally:
-            self._release(conn)
 
     # ---- search --------------------------------------------------------------------------
 
@@ -273,14 +137,7 @@ class Readers:
                 return self._inline.run(fn)
             except TooMuchWork:
                 pass
-        return await self._on_reader(fn)
-
-    async def _on_reader(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        conn = await self._acquire()
-        try:
-            return await run_on_connection_thread(conn, fn)
-        finally:
-            self._release(conn)
+        return await self._pool.run(fn)
 
     async def _vector_search(
         self, op: PreparedSearch, query: np.ndarray, now: float
@@ -346,7 +203,7 @@ class Readers:
             finally:
                 raw.execute("COMMIT")
 
-        return await self._on_reader(run)
+        return await self._pool.run(run)
 
 
 # The first live namespace of a range of the (namespace, key) index: one descent, then a
@@ -406,21 +263,6 @@ def _filter_search(raw: sqlite3.Connection, op: PreparedSearch, now: float) -> l
     return [(row_to_search_item(row, None), row.id, row.expiring) for row in rows]
 
 
-def _rows_by_key(
-    raw: sqlite3.Connection, keys: list[tuple[str, str, float]]
-) -> dict[tuple[str, str], ItemRow]:
-    """Many point lookups in one statement per chunk: a UNION ALL of indexed lookups.
 
-    (A row-value ``IN (VALUES ...)`` would scan the table; each arm here uses the index.)
-    """
-    rows: dict[tuple[str, str], ItemRow] = {}
-    for start in range(0, len(keys), GET_KEY_CHUNK):
-        chunk = keys[start : start + GET_KEY_CHUNK]
-        sql = " UNION ALL ".join([_GET] * len(chunk))
-        params = [value for key in chunk for value in key]
-        for fields in raw.execute(sql, params):
-            row = ItemRow._make(fields)
-            rows[(row.namespace, row.key)] = row
-    return rows
 
 
