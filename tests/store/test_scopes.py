@@ -152,13 +152,13 @@ async def test_a_scope_full_of_expired_items_asks_sql_for_the_live_ones(
         await store.abatch([PutOp(("s",), f"new{n}", {"text": "apple pie"}) for n in range(3)])
         await store.aput(("t",), "elsewhere", {"text": "apple"})
         fetches = []
-        real = reader_module._rows_by_id
+        real = reader_module.rows_by_id
 
         def counted(*args: Any) -> Any:
             fetches.append(1)
             return real(*args)
 
-        monkeypatch.setattr(reader_module, "_rows_by_id", counted)
+        monkeypatch.setattr(reader_module, "rows_by_id", counted)
         found = await store.asearch(("s",), query="apple", limit=3)
         assert sorted(hit.key for hit in found) == ["new0", "new1", "new2"]
         assert len(fetches) <= 5, fetches  # k = 3, 6, 12, then the live ids: not 3 ... 768
