@@ -32,6 +32,7 @@ __all__ = [
     "append",
     "latest_seq",
     "next_item_id",
+    "next_item_id_and_index",
     "read_since",
     "seqs_since",
     "set_next_item_id",
@@ -41,6 +42,11 @@ __all__ = [
 I64 = npt.NDArray[np.int64]
 
 _NEXT_ID = "SELECT CAST(value AS INTEGER) FROM memlane_meta WHERE name = 'next_item_id'"
+_NEXT_ID_AND_INDEX = (
+    "SELECT CAST(value AS INTEGER),"
+    " EXISTS(SELECT 1 FROM memlane_meta WHERE name IN ('dims', 'index'))"
+    " FROM memlane_meta WHERE name = 'next_item_id'"
+)
 _SET_NEXT_ID = "UPDATE memlane_meta SET value = ? WHERE name = 'next_item_id'"
 _APPEND = "INSERT INTO changes (item_ids, removed) VALUES (?, ?)"
 _SINCE = "SELECT seq, item_ids, removed FROM changes WHERE seq > ? ORDER BY seq"
@@ -64,6 +70,15 @@ def next_item_id(raw: sqlite3.Connection) -> int:
     if row is None:
         raise RuntimeError("the store file has no next_item_id: its schema is damaged")
     return int(row[0])
+
+
+def next_item_id_and_index(raw: sqlite3.Connection) -> tuple[int, bool]:
+    """The next item id, and whether the file has an index (a store opened without one
+    checks in each transaction: another process may have added it since)."""
+    row = raw.execute(_NEXT_ID_AND_INDEX).fetchone()
+    if row is None:
+        raise RuntimeError("the store file has no next_item_id: its schema is damaged")
+    return int(row[0]), bool(row[1])
 
 
 def set_next_item_id(raw: sqlite3.Connection, value: int) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import sqlite3
 import threading
 from pathlib import Path
@@ -39,18 +38,14 @@ import numpy as np
 from memlane.store.sqlite import changelog
 from memlane.store.sqlite.changelog import Change
 from memlane.store.sqlite.connection import run_on_connection_thread
+from memlane.store.sqlite.mirror import Mirror
 from memlane.store.sqlite.schema import READER_PRAGMAS
-from memlane.store.sqlite.scopes import ScopeMap
-from memlane.store.sqlite.stored_vectors import load_vectors, reload_items
 from memlane.store.types import StoreClosedError
-from memlane.vectors import VectorIndex
 
 __all__ = ["Follower"]
 
 log = logging.getLogger(__name__)
 
-_ID_CHUNK = 500
-_EARLIEST_EXPIRY = "SELECT MIN(expires_at) FROM items WHERE expires_at IS NOT NULL"
 
 
 class Follower:
@@ -61,8 +56,7 @@ class Follower:
         path: Path,
         conn: aiosqlite.Connection,
         *,
-        vectors: VectorIndex | None,
-        scopes: ScopeMap | None,
+        mirror: Mirror,
         applied: int,
     ) -> None:
         self.lock = threading.Lock()  # the mirror lock: see the module docstring
@@ -72,8 +66,7 @@ class Follower:
         for pragma in READER_PRAGMAS:
             self._probe.execute(pragma)
         self._probe.execute("PRAGMA busy_timeout = 0")
-        self._vectors = vectors
-        self._scopes = scopes
+        self._mirror = mirror  # shared with this process's writer
         self.applied = applied  # every change up to this seq is in the index and the map
         self._own: set[int] = set()  # own seqs past ``applied``, already mirrored
         # None: look at the log on the first catch-up (commits may have landed since the
@@ -101,7 +94,7 @@ class Follower:
         if self._closed:
             raise StoreClosedError("the store is closed")
         version = self._data_version()
-        if version == self._version or self._only_own(version):
+        if version is not None and (version == self._version or self._only_own(version)):
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._running = done
@@ -117,8 +110,12 @@ class Follower:
 
     # ---- on the loop's thread ------------------------------------------------------------
 
-    def _data_version(self) -> int:
-        return int(self._probe.execute("PRAGMA data_version").fetchone()[0])
+    def _data_version(self) -> int | None:
+        """None when it cannot be told without waiting (busy: a WAL reset, rare)."""
+        try:
+            return int(self._probe.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.OperationalError:
+            return None
 
     def _only_own(self, version: int) -> bool:
         """Whether everything committed since the last look was this process's own (then
@@ -130,6 +127,8 @@ class Follower:
                 seqs = changelog.seqs_since(self._probe, self.applied)
             except sqlite3.OperationalError:
                 return False  # busy (a WAL reset, rare): the thread will wait for it
+            if seqs and seqs[0] != self.applied + 1:
+                return False  # the log was trimmed past what this process applied
             if any(seq not in self._own for seq in seqs):
                 return False
             if seqs:
@@ -142,7 +141,7 @@ class Follower:
 
     # ---- on the follow connection's thread ------------------------------------------------
 
-    def _follow(self, raw: sqlite3.Connection, version: int) -> None:
+    def _follow(self, raw: sqlite3.Connection, version: int | None) -> None:
         with self.lock:
             raw.execute("BEGIN")  # one snapshot for the log and the rows it names
             try:
@@ -163,29 +162,11 @@ class Follower:
     def _apply(self, raw: sqlite3.Connection, foreign: list[Change]) -> None:
         ids = np.unique(np.concatenate([change.item_ids for change in foreign])).tolist()
         removed = [pair for change in foreign for pair in change.removed]
-        if self._vectors is not None:
-            reload_items(raw, self._vectors, ids)
-        if self._scopes is not None and not self._scopes.broken:
-            live: list[tuple[str, int]] = []
-            for start in range(0, len(ids), _ID_CHUNK):
-                chunk = ids[start : start + _ID_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                live.extend(
-                    raw.execute(f"SELECT namespace, id FROM items WHERE id IN ({marks})", chunk)
-                )
-            # The true earliest expiry now: a lower bound for the scope map (see scopes.py).
-            (floor,) = raw.execute(_EARLIEST_EXPIRY).fetchone()
-            earliest = math.inf if floor is None else float(floor)
-            self._scopes.apply(live, removed, expiry_floor=earliest)
+        self._mirror.reload(raw, ids, removed)
         self.followed += len(foreign)
 
     def _reload(self, raw: sqlite3.Connection) -> None:
         log.info("memlane: this process fell behind the change log; reloading its index")
-        if self._vectors is not None:
-            stored = {row[0] for row in raw.execute("SELECT item_id FROM vectors")}
-            self._vectors.remove(i for i in self._vectors.item_ids().tolist() if i not in stored)
-            load_vectors(raw, self._vectors)
-        if self._scopes is not None:
-            self._scopes.load(raw)
+        self._mirror.reload_all(raw)
         self._own.clear()
         self.reloads += 1

@@ -12,16 +12,21 @@ index silently stale:
   ``REPAIR_SLICE`` of them from the vectors table (the truth, so every item gets its latest
   state), one by one when a reload fails, and an item that cannot be reloaded at all (a
   damaged blob) leaves the index: missing beats stale.
+
+The follower (``follower.py``) brings other processes' commits in through the same door:
+:meth:`Mirror.reload` makes the index and the map hold what the tables hold for some items,
+:meth:`Mirror.reload_all` for every item.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import sqlite3
 
 from memlane.store.sqlite.scopes import ScopeMap
-from memlane.store.sqlite.stored_vectors import reload_items
+from memlane.store.sqlite.stored_vectors import load_vectors, reload_items
 from memlane.store.sqlite.transaction import Changes, touched
 from memlane.vectors import VectorIndex
 
@@ -31,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # Items repaired per commit after a failed mirror: bounds the extra work of one commit.
 REPAIR_SLICE = 4_096
+_ID_CHUNK = 500
+_EARLIEST_EXPIRY = "SELECT MIN(expires_at) FROM items WHERE expires_at IS NOT NULL"
 
 
 class MirrorError(Exception):
@@ -84,15 +91,57 @@ class Mirror:
         if not self.unmirrored or self._vectors is None:
             return
         item_ids = list(itertools.islice(self.unmirrored, REPAIR_SLICE))
+        self.unmirrored.difference_update(self._reload_vectors(raw, item_ids))
+
+    def reload(
+        self, raw: sqlite3.Connection, item_ids: list[int], removed: list[tuple[str, int]]
+    ) -> None:
+        """Make the index and the scope map hold what the tables hold for ``item_ids``
+        (another process changed them; ``removed``: the (namespace, id) of those it
+        deleted), inside the caller's read transaction."""
+        self._reload_vectors(raw, item_ids)
+        if self._scopes is None or self._scopes.broken:
+            return
+        live: list[tuple[str, int]] = []
+        for start in range(0, len(item_ids), _ID_CHUNK):
+            chunk = item_ids[start : start + _ID_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT namespace, id FROM items WHERE id IN ({marks})"
+            live.extend(raw.execute(sql, chunk))
+        # The true earliest expiry now: a lower bound for the scope map (see scopes.py).
+        (floor,) = raw.execute(_EARLIEST_EXPIRY).fetchone()
+        earliest = math.inf if floor is None else float(floor)
+        try:
+            self._scopes.apply(live, removed, expiry_floor=earliest)
+        except Exception:
+            log.exception("memlane's scope map failed; scoped searches go to SQL from now on")
+
+    def reload_all(self, raw: sqlite3.Connection) -> None:
+        """Make the index and the scope map hold what the tables hold, every item (inside
+        the caller's read transaction)."""
+        if self._vectors is not None:
+            stored = {row[0] for row in raw.execute("SELECT item_id FROM vectors")}
+            self._vectors.remove(i for i in self._vectors.item_ids().tolist() if i not in stored)
+            load_vectors(raw, self._vectors)
+            self.unmirrored.clear()
+        if self._scopes is not None:
+            self._scopes.load(raw)
+
+    def _reload_vectors(self, raw: sqlite3.Connection, item_ids: list[int]) -> list[int]:
+        """Reload ``item_ids`` from the vectors table (the truth, so each gets its latest
+        state); the ids now right in the index (those that could be neither reloaded nor
+        removed are left out: try again later)."""
+        if self._vectors is None:
+            return item_ids
         try:
             reload_items(raw, self._vectors, item_ids)
+            return item_ids
         except Exception:
             # One by one, so that the items at fault do not hold the others back.
-            item_ids = [item_id for item_id in item_ids if self._repair_one(raw, item_id)]
-        self.unmirrored.difference_update(item_ids)
+            return [item_id for item_id in item_ids if self._reload_one(raw, item_id)]
 
-    def _repair_one(self, raw: sqlite3.Connection, item_id: int) -> bool:
-        """Reload one item, or drop it from the index; False: try again later."""
+    def _reload_one(self, raw: sqlite3.Connection, item_id: int) -> bool:
+        """Reload one item, or drop it from the index (missing beats stale)."""
         assert self._vectors is not None
         try:
             reload_items(raw, self._vectors, [item_id])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
 from functools import partial
 from typing import Literal
 
@@ -29,7 +28,8 @@ log = logging.getLogger("memlane.store.sqlite")
 
 
 _SELECT = (
-    "SELECT p.item_id, p.fields, i.value FROM pending_vectors p JOIN items i ON i.id = p.item_id"
+    "SELECT p.item_id, p.fields, i.value, i.updated_at"
+    " FROM pending_vectors p JOIN items i ON i.id = p.item_id"
     " WHERE p.item_id > ? ORDER BY p.item_id LIMIT ?"
 )
 
@@ -56,8 +56,9 @@ async def embed_pending(conn: aiosqlite.Connection, indexer: Indexer) -> int:
     while rows := await run_on_connection_thread(conn, partial(_next_chunk, after=after)):
         after = rows[-1][0]
         ids = [row[0] for row in rows]
-        values = [orjson.loads(value) for _, _, value in rows]
-        paths = [_decode_fields(fields) for _, fields, _ in rows]
+        stamps = {row[0]: row[3] for row in rows}
+        values = [orjson.loads(row[2]) for row in rows]
+        paths = [_decode_fields(row[1]) for row in rows]
         plan = indexer.plan_values(list(zip(paths, values, strict=True)))
         embedded = await indexer.embedder.aembed_texts(plan.texts) if plan.texts else None
         stored: list[tuple[int, bytes]] = []
@@ -67,20 +68,28 @@ async def embed_pending(conn: aiosqlite.Connection, indexer: Indexer) -> int:
                             item_id, outcome.error)
             elif len(outcome.vectors):
                 stored.append((item_id, vector_blob(outcome.vectors)))
-        await run_on_connection_thread(conn, partial(_store, ids=ids, stored=stored))
+        await run_on_connection_thread(conn, partial(_store, stamps=stamps, stored=stored))
         done += len(ids)
     return done
 
 
-def _next_chunk(raw: sqlite3.Connection, *, after: int) -> list[tuple[int, str | None, str]]:
+def _next_chunk(
+    raw: sqlite3.Connection, *, after: int
+) -> list[tuple[int, str | None, str, int]]:
     return raw.execute(_SELECT, (after, PENDING_CHUNK)).fetchall()
 
 
 def _store(
-    raw: sqlite3.Connection, *, ids: Sequence[int], stored: list[tuple[int, bytes]]
+    raw: sqlite3.Connection, *, stamps: dict[int, int], stored: list[tuple[int, bytes]]
 ) -> None:
+    """Store the vectors of the items embedded, unless another process rewrote an item
+    meanwhile (its write has the right vectors, or a mark of its own): its mark stays."""
     raw.execute("BEGIN IMMEDIATE")
     try:
+        current = dict(_current_stamps(raw, list(stamps)))
+        ids = [i for i, stamp in stamps.items() if current.get(i, stamp) == stamp]
+        kept = set(ids)
+        stored = [row for row in stored if row[0] in kept]
         raw.executemany("DELETE FROM vectors WHERE item_id = ?", [(i,) for i in ids])
         raw.executemany("INSERT INTO vectors (item_id, embedding) VALUES (?, ?)", stored)
         raw.executemany("DELETE FROM pending_vectors WHERE item_id = ?", [(i,) for i in ids])
@@ -90,6 +99,11 @@ def _store(
         if raw.in_transaction:
             raw.execute("ROLLBACK")
         raise
+
+
+def _current_stamps(raw: sqlite3.Connection, ids: list[int]) -> list[tuple[int, int]]:
+    marks = ",".join("?" * len(ids))
+    return raw.execute(f"SELECT id, updated_at FROM items WHERE id IN ({marks})", ids).fetchall()
 
 
 def _drop_orphans(raw: sqlite3.Connection) -> None:

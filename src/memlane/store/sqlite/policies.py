@@ -20,6 +20,7 @@ __all__ = [
     "INLINE_READ_STEPS",
     "LOG_KEEP_S",
     "LOG_TRIM_EVERY_S",
+    "MIRROR_LOCK_WAIT_S",
     "PATH_CHECK_S",
     "PENDING_CHUNK",
     "SLICE",
@@ -65,6 +66,11 @@ PENDING_CHUNK: Final = 256
 LOG_KEEP_S: Final = 60.0
 LOG_TRIM_EVERY_S: Final = 1.0
 FOLLOW_EVERY_S: Final = 0.1
+
+# How long a writer holding SQLite's write lock waits for its follower's lock (a catch-up in
+# progress) before it rolls back and waits for the follower first: other processes' writes
+# wait on that write lock meanwhile.
+MIRROR_LOCK_WAIT_S: Final = 0.02
 
 # The sweeper lease lasts this many sweep intervals (``lease.py``): its holder renews it
 # at every sweep, so a sweeper that died is replaced within about that many intervals.

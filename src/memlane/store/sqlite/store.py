@@ -45,6 +45,7 @@ from memlane.store.sqlite import changelog
 from memlane.store.sqlite.connection import connect, run_on_connection_thread
 from memlane.store.sqlite.follower import Follower
 from memlane.store.sqlite.inline import InlineReader
+from memlane.store.sqlite.mirror import Mirror
 from memlane.store.sqlite.pending import embed_pending
 from memlane.store.sqlite.policies import (
     CLOSE_GIVE_UP_S,
@@ -325,6 +326,8 @@ class SqliteStore(BaseStore):
                 config = index_config
                 vectors = VectorIndex(config.dims, ann=config.ann, distance=config.distance)
                 scopes = ScopeMap()
+            mirror = Mirror(vectors, scopes)
+            if index_config is not None:
 
                 def load(raw: sqlite3.Connection) -> int:
                     assert vectors is not None and scopes is not None
@@ -341,16 +344,13 @@ class SqliteStore(BaseStore):
                 follow_conn = await connect(db_path, read_only=True)
                 resources.push_async_callback(follow_conn.close)
                 await follow_conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-                follower = Follower(
-                    db_path, follow_conn, vectors=vectors, scopes=scopes, applied=applied
-                )
+                follower = Follower(db_path, follow_conn, mirror=mirror, applied=applied)
                 resources.callback(follower.close)
             writer = Writer(
                 writer_conn,
                 indexer=indexer,
-                vectors=vectors,
+                mirror=mirror,
                 clock=store_clock,
-                scopes=scopes,
                 capacity=mailbox_capacity,
                 max_batch=max_batch,
                 follower=follower,

@@ -77,6 +77,7 @@ class Changes:
     expiry_floor: float | None = None  # after a sweep: the earliest expires_at left
     written: int = 0  # about how many bytes the rows took (for the WAL checkpoint)
     seq: int = 0  # the change log's row for this transaction (0: none)
+    layout: Layout | None = None  # the store's layout from now on, when it had to change
     swept_now: bool = False  # whether the batch's sweep ran (see SweepPlan)
 
 
@@ -138,7 +139,14 @@ def apply(raw: sqlite3.Connection, batch: Batch, layout: Layout) -> Changes:
     """Run ``batch``'s statements inside the caller's write transaction."""
     changes = Changes()
     entries = batch.entries
-    first = changelog.next_item_id(raw)
+    if layout.indexed:
+        first = changelog.next_item_id(raw)
+    else:
+        first, indexed_now = changelog.next_item_id_and_index(raw)
+        if indexed_now:
+            # Another process gave the file an index since this store opened without one:
+            # from now on write as index=False does (marks for embedding, logged changes).
+            layout = changes.layout = Layout(indexed=True, mark_pending=True, log=True)
     ids = range(first, first + len(entries))
     _write_entries(raw, entries, batch.stamps, batch.now, layout.indexed, changes, ids,
                    layout.mark_pending)
@@ -156,7 +164,8 @@ def apply(raw: sqlite3.Connection, batch: Batch, layout: Layout) -> Changes:
     if layout.log:
         ids_changed = {*changes.removed, *(item_id for _, item_id in changes.joined)}
         ids_changed.update(item_id for item_id, _ in changes.upserted)
-        if ids_changed or changes.left:  # touches alone change nothing held in memory
+        # Touches alone change nothing held in memory; a sweep moves the earliest expiry.
+        if ids_changed or changes.left or changes.swept_now:
             changes.seq = changelog.append(raw, sorted(ids_changed), changes.left)
     return changes
 

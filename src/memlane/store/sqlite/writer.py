@@ -28,6 +28,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,14 +51,14 @@ from memlane.store.sqlite.policies import (
     INLINE_COMMIT_ROWS,
     LOG_KEEP_S,
     LOG_TRIM_EVERY_S,
+    MIRROR_LOCK_WAIT_S,
     PATH_CHECK_S,
     SLICE,
 )
-from memlane.store.sqlite.scopes import ScopeMap
 from memlane.store.sqlite.transaction import Batch, Changes, Entry, Layout, SweepPlan, apply
 from memlane.store.timestamps import Clock
 from memlane.store.types import StoreClosedError
-from memlane.vectors import EmbeddingError, EmbeddingTimeoutError, VectorIndex
+from memlane.vectors import EmbeddingError, EmbeddingTimeoutError
 
 __all__ = [
     "StoreFileMissingError",
@@ -186,9 +187,8 @@ class Writer:
         conn: aiosqlite.Connection,
         *,
         indexer: Indexer | None,
-        vectors: VectorIndex | None,
+        mirror: Mirror,
         clock: Clock,
-        scopes: ScopeMap | None = None,
         capacity: int = 10_000,
         max_batch: int = 2_048,
         follower: Follower | None = None,
@@ -215,7 +215,7 @@ class Writer:
         self._inline_max = inline_max if indexer is None else inline_max // 4  # see policies
         self._checkpoint_bytes = checkpoint_bytes
         self._since_checkpoint = 0
-        self._mirror = Mirror(vectors, scopes)
+        self._mirror = mirror  # the vector index and scope map, shared with the follower
         self._layout = Layout(
             indexed=indexer is not None or defer_embedding,
             mark_pending=defer_embedding,
@@ -497,26 +497,35 @@ class Writer:
     async def _commit(self, batch: Batch) -> Changes:
         follower = self._follower
 
-        def transaction(raw: sqlite3.Connection, inline: bool = False) -> Changes:
+        def transaction(raw: sqlite3.Connection, how: str) -> Changes:
+            """``how``: "inline" on the loop (never waits: ``_Busy`` instead), "thread"
+            (waits for SQLite's lock, briefly for the follower's), "locked" (the follower's
+            lock first, then SQLite's: after "thread" found the follower busy)."""
             self._check_file()
-            if inline:
-                try:
-                    raw.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:
-                    if _is_busy(exc):
-                        raise _Busy from exc  # nothing written: wait on the thread instead
-                    raise
-            else:
-                _begin_waiting(raw, self._busy_timeout_ms / 1000)
             locked = False
             try:
+                if how == "locked" and follower is not None:
+                    locked = follower.lock.acquire()
+                if how == "inline":
+                    try:
+                        raw.execute("BEGIN IMMEDIATE")
+                    except sqlite3.OperationalError as exc:
+                        if _is_busy(exc):
+                            raise _Busy from exc  # nothing written: wait on the thread
+                        raise
+                else:
+                    _begin_waiting(raw, self._busy_timeout_ms / 1000)
                 changes = apply(raw, batch, self._layout)
                 if changes.seq:
                     self._trim_log(raw, changes.seq)
-                if follower is not None:
-                    # Held from before COMMIT until mirrored: see follower.py. The loop
-                    # never waits for it: an inline commit goes to the thread instead.
-                    locked = follower.lock.acquire(blocking=not inline)
+                if follower is not None and not locked:
+                    # Held from before COMMIT until mirrored: see follower.py. Holding
+                    # SQLite's write lock, wait for it only briefly: a long catch-up
+                    # would stall every process's writes; roll back and queue for it.
+                    if how == "inline":
+                        locked = follower.lock.acquire(blocking=False)
+                    else:
+                        locked = follower.lock.acquire(timeout=MIRROR_LOCK_WAIT_S)
                     if not locked:
                         raise _Busy
                 raw.execute("COMMIT")
@@ -527,10 +536,14 @@ class Writer:
                     assert follower is not None
                     follower.lock.release()
                 raise
+            if changes.layout is not None:
+                self._layout = changes.layout  # another process gave the file an index
             try:
                 # Mirrored here, on the connection's thread: the event loop stays free for
-                # other tasks meanwhile (the index takes writes from any thread).
+                # other tasks meanwhile (the index takes writes from any thread). The
+                # repair too, under the lock: it reloads from the tables, as a follow does.
                 self._mirror.apply(changes)
+                self._mirror.repair(raw)
             finally:
                 if locked:
                     assert follower is not None
@@ -539,20 +552,21 @@ class Writer:
                     follower.lock.release()
             if changes.swept_now:
                 self.sweeps += 1
-            self._mirror.repair(raw)
             return changes
 
         small = len(batch.entries) + len(batch.touches) <= self._inline_max
         if self._inline_max and small and batch.sweep is None and not self._mirror.unmirrored:
             # A small batch commits in microseconds: less than the thread hop would cost.
             # No checkpoint (see _checkpoint_if_due) nor repair runs here. The loop never
-            # waits for the write lock: held by another connection, the batch goes to the
-            # connection's thread, which waits up to busy_timeout.
+            # waits for a lock: the batch goes to the connection's thread instead.
             try:
-                return transaction(self._raw, inline=True)
+                return transaction(self._raw, "inline")
             except _Busy:
                 pass
-        return await run_on_connection_thread(self._conn, transaction)
+        try:
+            return await run_on_connection_thread(self._conn, partial(transaction, how="thread"))
+        except _Busy:
+            return await run_on_connection_thread(self._conn, partial(transaction, how="locked"))
 
     def _trim_log(self, raw: sqlite3.Connection, seq: int) -> None:
         """Trim the change log to the last ``LOG_KEEP_S`` of this writer's commits, at most

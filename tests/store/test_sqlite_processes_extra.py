@@ -1,0 +1,479 @@
+"""More on several stores sharing one SqliteStore file: what the tests with real child
+processes (``test_sqlite_processes.py``) leave unchecked.
+
+Most of these open two stores on one file in this process: each has its own writer, vector
+index, scope map and follower, exactly as two processes would, while the test can hold a
+thread at a chosen point, shorten the change log's keep time, or look at what a follower
+holds in memory. No fixed sleeps: every wait is for a condition, with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from memlane import HashingEmbeddings, IndexConfig, SqliteStore
+from memlane.store.sqlite import lease
+from memlane.store.sqlite import mirror as mirror_module
+from memlane.store.sqlite import store as store_module
+from memlane.store.sqlite import writer as writer_module
+from memlane.store.sqlite.follower import Follower
+from memlane.store.sqlite.schema import apply_migrations, configure
+from memlane.store.sqlite.stored_vectors import reload_items
+from memlane.vectors import VectorIndex
+
+pytestmark = pytest.mark.anyio
+
+DIMS = 64
+
+
+def config() -> IndexConfig:
+    return IndexConfig(dims=DIMS, embed=HashingEmbeddings(dims=DIMS), fields=("text",))
+
+
+def text_of(key: str, version: int) -> str:
+    """A text only this key at this version has (as in ``process_child.py``)."""
+    return f"{key} v{version} {key}-{version}"
+
+
+async def put(store: SqliteStore, ns: tuple[str, ...], key: str, version: int) -> None:
+    await store.aput(ns, key, {"text": text_of(key, version), "v": version})
+
+
+async def top(store: SqliteStore, ns: tuple[str, ...], key: str, version: int) -> Any:
+    """The best hit of a vector query for ``key`` at ``version``: (key, version, score)."""
+    hits = await store.asearch(ns, query=text_of(key, version), limit=1)
+    return None if not hits else (hits[0].key, hits[0].value["v"], hits[0].score)
+
+
+async def finds(store: SqliteStore, ns: tuple[str, ...], key: str, version: int) -> bool:
+    """Whether a vector query for ``key`` at ``version`` finds exactly it, first."""
+    found = await top(store, ns, key, version)
+    return found is not None and found[:2] == (key, version) and found[2] > 0.999
+
+
+def follower_of(store: SqliteStore) -> Follower:
+    follower = store._readers._follower
+    assert follower is not None
+    return follower
+
+
+def connect_to(path: Path) -> contextlib.closing[sqlite3.Connection]:
+    """A plain connection to the store file, closed after use."""
+    return contextlib.closing(sqlite3.connect(path, isolation_level=None))
+
+
+def item_id(path: Path, ns: str, key: str) -> int:
+    with connect_to(path) as conn:
+        row = conn.execute(
+            "SELECT id FROM items WHERE namespace = ? AND key = ?", (ns, key)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def latest_seq(path: Path) -> int:
+    with connect_to(path) as conn:
+        return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
+
+
+async def until(condition: Callable[[], bool], what: str, within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.002)
+
+
+def log_keeps_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writers trim the change log at every commit, down to their previous row; followers
+    look only when a read asks (a follower that could not run for ``LOG_KEEP_S``)."""
+    monkeypatch.setattr(writer_module, "LOG_KEEP_S", 0.0)
+    monkeypatch.setattr(writer_module, "LOG_TRIM_EVERY_S", 0.0)
+    monkeypatch.setattr(store_module, "FOLLOW_EVERY_S", 3600.0)
+
+
+class _WatchedLock:
+    """The mirror lock, telling when the writer waits for it (a blocking ``acquire``) and
+    when the follower (``with lock:``) finds it taken."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self.writer_waits = threading.Event()
+        self.follower_waits = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if blocking:
+            self.writer_waits.set()
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        if self._lock.acquire(blocking=False):
+            return True
+        self.follower_waits.set()
+        return self._lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+
+async def test_a_follow_in_flight_never_overwrites_this_processes_newer_mirror(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B writes v1 of an item; A's follower reads v1 and is held just before applying it;
+    meanwhile A's own writer writes v2. v2 must end up in A's index (the mirror lock makes
+    A's writer commit and mirror only after the follow), not the follow's older v1."""
+    path = tmp_path / "lock.db"
+    ns = ("users", "u1")
+    async with (
+        SqliteStore.open(path, index=config()) as a,
+        SqliteStore.open(path, index=config()) as b,
+    ):
+        follower = follower_of(a)
+        watched = _WatchedLock(follower.lock)
+        follower.lock = watched  # type: ignore[assignment]
+        held, go = threading.Event(), threading.Event()
+
+        def held_reload(raw: sqlite3.Connection, vectors: Any, ids: Sequence[int]) -> None:
+            if vectors is follower._mirror._vectors and not held.is_set():
+                held.set()  # the follow's snapshot (with v1) is taken: hold it here
+                assert go.wait(10), "the test never let the follow go on"
+            reload_items(raw, vectors, ids)
+
+        monkeypatch.setattr(mirror_module, "reload_items", held_reload)
+        await put(b, ns, "k", 1)
+        search = asyncio.create_task(top(a, ns, "k", 1))  # A catches up: held with v1 read
+        write = asyncio.create_task(asyncio.sleep(0))
+        try:
+            await until(held.is_set, "A's follow to read v1")
+            write = asyncio.create_task(put(a, ns, "k", 2))
+            await until(
+                lambda: watched.writer_waits.is_set() or write.done(),
+                "A's writer to wait for the mirror lock (or to finish)",
+            )
+        finally:
+            go.set()
+            await asyncio.gather(search, write)
+        assert await finds(a, ns, "k", 2), await top(a, ns, "k", 2)
+        assert await finds(b, ns, "k", 2), await top(b, ns, "k", 2)
+
+
+async def test_an_idle_store_keeps_up_with_the_others_without_reading(tmp_path: Path) -> None:
+    """The background follower: a store that reads nothing still applies B's commits (so
+    it never falls behind the trimmed log and reloads everything)."""
+    path = tmp_path / "idle.db"
+    async with (
+        SqliteStore.open(path, index=config()) as a,
+        SqliteStore.open(path, index=config()) as b,
+    ):
+        for n in range(5):
+            await put(b, ("n",), f"k{n}", n)
+        newest = latest_seq(path)
+        follower = follower_of(a)
+        await until(
+            lambda: follower.applied >= newest, "A's follower to apply B's commits", within=5
+        )
+        assert item_id(path, "n", "k4") in follower._mirror._vectors  # type: ignore[operator]
+
+
+async def test_a_delete_elsewhere_leaves_this_processes_index_and_scope_map(
+    tmp_path: Path,
+) -> None:
+    """B deletes an item A holds in memory: after A's next catch-up its vector index and
+    its scope map no longer list it (a search would hide it by the table anyway, so only
+    memory shows it: without this an index keeps every item ever deleted elsewhere)."""
+    path = tmp_path / "delete.db"
+    async with (
+        SqliteStore.open(path, index=config()) as a,
+        SqliteStore.open(path, index=config()) as b,
+    ):
+        await put(b, ("users", "a"), "gone", 1)
+        await put(b, ("users", "b"), "kept", 1)
+        assert await finds(a, ("users", "a"), "gone", 1)
+        gone = item_id(path, "users.a", "gone")
+        follower = follower_of(a)
+        vectors, scopes = follower._mirror._vectors, follower._mirror._scopes
+        assert vectors is not None and scopes is not None
+        assert gone in vectors
+        await b.adelete(("users", "a"), "gone")
+        assert await top(a, ("users", "a"), "gone", 1) is None  # A catches up here
+        assert gone not in vectors
+        under = scopes.ids_under("users.a", time.time())
+        assert isinstance(under, np.ndarray) and gone not in under.tolist()
+        assert len(scopes) == 1
+
+
+async def test_a_store_behind_the_trimmed_log_reloads_its_index_and_scope_map(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B's commits are trimmed from the log before A applied them: A's next vector read
+    reloads everything (``Follower._reload``), deletes included."""
+    log_keeps_nothing(monkeypatch)
+    path = tmp_path / "trim.db"
+    async with (
+        SqliteStore.open(path, index=config()) as a,
+        SqliteStore.open(path, index=config()) as b,
+    ):
+        await put(b, ("t", "x"), "old", 1)
+        assert await finds(a, ("t", "x"), "old", 1)  # in A's memory
+        old = item_id(path, "t.x", "old")
+        await b.adelete(("t", "x"), "old")
+        for n in range(4):
+            await put(b, ("t", f"y{n}"), f"k{n}", n)
+        with connect_to(path) as conn:
+            (first,) = conn.execute("SELECT MIN(seq) FROM changes").fetchone()
+        follower = follower_of(a)
+        assert first > follower.applied + 1, "the log was not trimmed past A"
+        for n in range(4):
+            assert await finds(a, ("t",), f"k{n}", n)
+            assert await finds(a, ("t", f"y{n}"), f"k{n}", n)  # through the scope map
+        assert follower.reloads == 1
+        assert old not in follower._mirror._vectors  # type: ignore[operator]
+        assert follower.applied == latest_seq(path)
+
+
+async def test_closing_gives_the_sweeper_lease_up_at_once(tmp_path: Path) -> None:
+    """Not only once it runs out: the lease row is gone when ``aclose`` returns."""
+    path = tmp_path / "lease.db"
+    me = f"{os.getpid()}:"
+
+    def holder() -> tuple[str, float] | None:
+        with connect_to(path) as conn:
+            return lease.holder(conn)
+
+    store = await SqliteStore.open(path, ttl={"sweep_interval_minutes": 0.0005})  # 30 ms
+    try:
+        await until(
+            lambda: (held := holder()) is not None and held[0].startswith(me),
+            "the store to take the lease",
+        )
+    finally:
+        await store.aclose()
+    assert holder() is None
+
+
+def test_a_migration_waiting_for_the_write_lock_finds_it_done(tmp_path: Path) -> None:
+    """Two openers both read "schema 2" and wait for the write lock; the second to get it
+    must find migration 3 applied by the first and skip it (the re-check under the lock)."""
+    path = tmp_path / "old.db"
+    with connect_to(path) as conn:
+        configure(conn, synchronous="NORMAL", busy_timeout_ms=10_000)
+        apply_migrations(conn, 1)
+        conn.execute("DROP TABLE changes")  # back to a schema 2 file
+        conn.execute("DELETE FROM memlane_meta WHERE name = 'next_item_id'")
+        conn.execute("DELETE FROM memlane_migrations WHERE version = 3")
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # both openers queue behind this write lock
+    waiting = [threading.Event(), threading.Event()]
+    errors: list[BaseException] = []
+
+    def opener(n: int) -> None:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            configure(conn, synchronous="NORMAL", busy_timeout_ms=10_000)
+
+            def trace(statement: str) -> None:
+                if statement.startswith("BEGIN IMMEDIATE"):
+                    waiting[n].set()  # read schema 2, now waiting for the lock
+
+            conn.set_trace_callback(trace)
+            apply_migrations(conn, 2 + n)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            waiting[n].set()
+            conn.close()
+
+    threads = [threading.Thread(target=opener, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        for event in waiting:
+            assert event.wait(10)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    for thread in threads:
+        thread.join(20)
+    assert not errors, errors
+    with connect_to(path) as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM memlane_migrations")]
+        ids = conn.execute("SELECT value FROM memlane_meta WHERE name = 'next_item_id'").fetchall()
+    assert versions == [1, 2, 3]
+    assert len(ids) == 1
+
+
+# ---- problems a review found, fixed ----------------------------------------------------
+
+
+async def test_own_commits_after_a_trimmed_foreign_one_do_not_hide_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A's follower has not applied B's commit when A's own writer trims it from the log
+    (in production: a follower that could not run for ``LOG_KEEP_S``, e.g. its process
+    paused, then A's writer commits first). The log past A's ``applied`` then holds only
+    A's own commits: the fast path takes that for "nothing foreign", not for a gap."""
+    log_keeps_nothing(monkeypatch)
+    path = tmp_path / "gap.db"
+    async with (
+        SqliteStore.open(path, index=config()) as a,
+        SqliteStore.open(path, index=config()) as b,
+    ):
+        await put(b, ("g",), "foreign", 1)  # seq 1, not yet applied by A
+        await put(a, ("g",), "own0", 1)  # seq 2
+        await put(a, ("g",), "own1", 1)  # seq 3: A's writer trims seq 1 away
+        assert await a.aget(("g",), "foreign") is not None  # the table has it
+        assert await finds(a, ("g",), "foreign", 1)  # A's index does not
+
+
+async def test_healing_a_failed_mirror_never_undoes_a_newer_foreign_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A's mirror of x=v2 fails (x is healed after A's next commit). The heal reads x=v2,
+    then B writes x=v3 and A's follower applies it; the heal then loads v2 over it."""
+    path = tmp_path / "heal.db"
+    ns = ("n",)
+    async with (
+        SqliteStore.open(path, index=config()) as a,
+        SqliteStore.open(path, index=config()) as b,
+    ):
+        found = a._readers._vectors
+        assert found is not None
+        vectors: VectorIndex = found
+        await put(a, ns, "x", 1)
+        upsert, failing = vectors.upsert, [MemoryError("the mirror fails, once")]
+
+        def upsert_failing_once(updates: Any) -> None:
+            if failing:
+                raise failing.pop()
+            upsert(updates)
+
+        monkeypatch.setattr(vectors, "upsert", upsert_failing_once)
+        with pytest.raises(writer_module.WriterError):
+            await put(a, ns, "x", 2)  # committed, not mirrored: x is healed later
+        held, go = threading.Event(), threading.Event()
+
+        class Held:
+            """A's index, held just before the heal applies what it read."""
+
+            dims = vectors.dims
+
+            def remove(self, ids: Any) -> None:
+                vectors.remove(ids)
+
+            def load(self, *args: Any) -> None:
+                held.set()
+                assert go.wait(10)
+                vectors.load(*args)
+
+        def held_reload(raw: sqlite3.Connection, index: Any, ids: Sequence[int]) -> None:
+            reload_items(raw, Held() if index is vectors else index, ids)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(mirror_module, "reload_items", held_reload)
+        follower = follower_of(a)
+        watched = _WatchedLock(follower.lock)
+        follower.lock = watched  # type: ignore[assignment]
+        other = asyncio.create_task(put(a, ns, "y", 1))  # this commit heals x (read: v2)
+        try:
+            await until(held.is_set, "the heal to read x")
+            await put(b, ns, "x", 3)
+            search = asyncio.create_task(finds(a, ns, "x", 3))  # A's follower applies v3
+            await until(
+                lambda: search.done() or watched.follower_waits.is_set(),
+                "A's follow to apply v3 (or to wait for the heal)",
+            )
+        finally:
+            go.set()
+        await other
+        await search
+        assert await finds(a, ns, "x", 3), await top(a, ns, "x", 3)
+
+
+async def test_a_slow_follow_in_one_process_does_not_block_the_others_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A's follow is slow (held here); A's writer has begun its transaction and waits for
+    the mirror lock, holding SQLite's write lock: B's write times out."""
+    path = tmp_path / "stall.db"
+    async with (
+        SqliteStore.open(path, index=config()) as a,
+        SqliteStore.open(path, index=config(), busy_timeout_ms=300) as b,
+    ):
+        follower = follower_of(a)
+        watched = _WatchedLock(follower.lock)
+        follower.lock = watched  # type: ignore[assignment]
+        held, go = threading.Event(), threading.Event()
+
+        def held_reload(raw: sqlite3.Connection, vectors: Any, ids: Sequence[int]) -> None:
+            if vectors is follower._mirror._vectors and not held.is_set():
+                held.set()  # a follow that takes long
+                assert go.wait(10)
+            reload_items(raw, vectors, ids)
+
+        monkeypatch.setattr(mirror_module, "reload_items", held_reload)
+        await put(b, ("n",), "x", 1)
+        search = asyncio.create_task(top(a, ("n",), "x", 1))
+        write = None
+        try:
+            await until(held.is_set, "A's follow to start")
+            write = asyncio.create_task(put(a, ("n",), "y", 1))
+            await until(watched.writer_waits.is_set, "A's writer to wait for the mirror lock")
+            await put(b, ("n",), "z", 1)  # B's write, while A's follow is slow
+        finally:
+            go.set()
+            await asyncio.gather(search, *([write] if write else []), return_exceptions=True)
+
+
+async def test_writes_of_an_unindexed_store_reach_an_indexed_one(tmp_path: Path) -> None:
+    """A store without an index opens a file that has none; another opens it with an
+    index (recording it); what the first writes then is never embedded, even by the
+    next indexed open."""
+    path = tmp_path / "mixed.db"
+    async with SqliteStore.open(path) as plain, SqliteStore.open(path, index=config()):
+        await put(plain, ("n",), "k", 1)
+    async with SqliteStore.open(path, index=config()) as indexed:
+        assert await finds(indexed, ("n",), "k", 1)
+
+
+async def test_embedding_pending_items_never_overwrites_a_newer_write(tmp_path: Path) -> None:
+    """An index=False store wrote k=v2 (marked); an indexed open embeds it (slowly) while a
+    running indexed store writes k=v3 with its vectors; the opener then stores v2's
+    vectors for the row holding v3, for good."""
+    path = tmp_path / "pending.db"
+    ns = ("n",)
+    hashing = HashingEmbeddings(dims=DIMS)
+    embedding, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(texts: Sequence[str]) -> Any:
+        embedding.set()
+        await release.wait()
+        return hashing(texts)
+
+    async with SqliteStore.open(path, index=config()) as running:
+        await put(running, ns, "k", 1)
+        async with SqliteStore.open(path, index=False) as unindexed:
+            await put(unindexed, ns, "k", 2)  # marked for embedding at the next indexed open
+        opening = asyncio.ensure_future(
+            SqliteStore.open(path, index=IndexConfig(dims=DIMS, embed=slow, fields=("text",)))
+        )
+        try:
+            await asyncio.wait_for(embedding.wait(), 10)  # the opener read k at v2
+            await put(running, ns, "k", 3)  # with its own vectors
+        finally:
+            release.set()
+        opened = await opening
+        await opened.aclose()
+    async with SqliteStore.open(path, index=config()) as again:
+        assert await finds(again, ns, "k", 3), await top(again, ns, "k", 3)
