@@ -270,6 +270,10 @@ def inspect_file(path: Path) -> dict[str, Any]:
             conn.execute("SELECT COUNT(*) FROM pending_vectors").fetchone()[0]
             if "pending_vectors" in tables else 0
         )
+        logged, last_change = (
+            conn.execute("SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM changes").fetchone()
+            if "changes" in tables else (0, 0)
+        )
     except sqlite3.DatabaseError as exc:
         raise UsageError(f"{path} is not a memlane file ({exc})") from None
     finally:
@@ -285,9 +289,20 @@ def inspect_file(path: Path) -> dict[str, Any]:
         "namespaces": namespaces, "items_with_ttl": expiring, "expired_unswept": expired,
         "index": index, "dims": int(meta["dims"]) if "dims" in meta else None,
         "distance": meta.get("distance"), "items_awaiting_vectors": pending,
+        "change_log_rows": logged, "last_change": last_change,
+        "sweeper_lease": orjson_loads_or_none(meta.get("sweeper")),
         "file_bytes": path.stat().st_size,
         "wal_bytes": wal.stat().st_size if wal.exists() else 0,
     }
+
+
+def orjson_loads_or_none(text: str | None) -> Any:
+    """The sweeper lease as recorded ({"owner": "pid:token", "until": epoch seconds})."""
+    if text is None:
+        return None
+    import orjson
+
+    return orjson.loads(text)
 
 
 def run_inspect(args: argparse.Namespace) -> int:

@@ -77,6 +77,7 @@ def test_inspect_reads_a_file_a_store_has_open_and_refuses_others(tmp_path: Path
         info = json.loads(out)
         assert (info["items"], info["namespaces"], info["items_with_ttl"]) == (2, 2, 1)
         assert info["dims"] == 8 and info["schema_version"] >= 1
+        assert info["last_change"] >= 1 and info["change_log_rows"] >= 1
         assert db.read_bytes() == before  # nothing written
         store.put(("users", "u3"), "c", {"text": "z"})  # the store still writes
     other = tmp_path / "other.txt"
