@@ -19,8 +19,8 @@ The index is 384 dims with the lookup "embedding" of ``writes.py`` and ``search.
 item's text ``#<row> ...`` names a row of seeded random unit vectors (a query ``?<q>`` an
 item's vector with noise), so embedding cost is not what is measured.
 
-    .venv/bin/python benchmarks/processes.py            # full run (~4 minutes on 2 cores)
-    .venv/bin/python benchmarks/processes.py --quick    # a smaller run (~1.5 minutes)
+    .venv/bin/python benchmarks/processes.py            # full run (~3-4 minutes on 2 cores)
+    .venv/bin/python benchmarks/processes.py --quick    # a smaller run (~30 s)
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import platform
 import random
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -235,20 +236,23 @@ class Worker:
         self.writing_since = 0.0
 
     async def serve(self) -> None:
-        while True:
-            try:
-                name, kwargs = await arecv(self.cmd)
-            except EOFError:
-                return  # the parent is gone
-            if name == "exit":
-                break
-            try:
-                result = await getattr(self, f"do_{name}")(**kwargs)
-                self.cmd.send(("ok", result))
-            except Exception:
-                self.cmd.send(("error", traceback.format_exc()))
-        if self.store is not None:
-            await self.store.aclose()
+        try:
+            while True:
+                try:
+                    name, kwargs = await arecv(self.cmd)
+                except EOFError:
+                    return  # the parent is gone
+                if name == "exit":
+                    return
+                try:
+                    result = await getattr(self, f"do_{name}")(**kwargs)
+                    self.cmd.send(("ok", result))
+                except Exception:
+                    self.cmd.send(("error", traceback.format_exc()))
+        finally:
+            self.stop.set()
+            if self.store is not None:
+                await self.store.aclose(give_up_after=10)
 
     async def do_info(self) -> dict[str, Any]:
         import faiss
@@ -365,8 +369,18 @@ class Worker:
 
 def worker_main(rank: int, cmd: Connection, peer: Connection | None, rows: int, src: str,
                 profile: str | None) -> None:
+    """A pool worker's life; it exits even when a store's threads would hold it open."""
     sys.path.insert(0, src)
-    asyncio.run(Worker(rank, cmd, peer, rows, profile).serve())
+    code = 1
+    try:
+        asyncio.run(Worker(rank, cmd, peer, rows, profile).serve())
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 class Pool:
@@ -415,9 +429,11 @@ class Pool:
         return self.recv(rank)
 
     def call_all(self, ranks: Sequence[int], name: str,
-                 kwargs: Callable[[int], dict[str, Any]] | None = None) -> list[Any]:
+                 kwargs: dict[str, Any] | Callable[[int], dict[str, Any]] | None = None
+                 ) -> list[Any]:
+        """Send to every rank first, then collect: the workers run at once."""
         for rank in ranks:
-            self.send(rank, name, **(kwargs(rank) if kwargs else {}))
+            self.send(rank, name, **(kwargs(rank) if callable(kwargs) else kwargs or {}))
         return [self.recv(rank) for rank in ranks]
 
     def close(self) -> None:
@@ -453,13 +469,12 @@ def measure_writes(pool: Pool, folder: Path, per_task: int, reps: int) -> dict[s
                 ranks = list(range(procs))
                 opening = {"path": str(path), "indexed": indexed}
                 pool.call(0, "open", **opening)  # creates the file; then the others at once
-                pool.call_all(ranks[1:], "open", lambda r, o=opening: o)
+                pool.call_all(ranks[1:], "open", opening)
                 pool.call_all(ranks, "warm", lambda r: {"prefix": f"w{r}-"})
-                share = {"procs": procs, "per_task": per_task, "prefix": f"p{rep}-"}
-                pool.call_all(ranks, "prepare_writes", lambda r, s=share: s)
-                go = {"start_at": time.monotonic() + 0.1}  # the common start instant
-                done = pool.call_all(ranks, "run_writes", lambda r, g=go: g)
-                start_at = go["start_at"]
+                pool.call_all(ranks, "prepare_writes",
+                              {"procs": procs, "per_task": per_task, "prefix": f"p{rep}-"})
+                start_at = time.monotonic() + 0.1  # the common start instant
+                done = pool.call_all(ranks, "run_writes", {"start_at": start_at})
                 pool.call_all(ranks, "close")
                 remove_db(path)
                 wall = max(d["end"] for d in done) - start_at
@@ -611,14 +626,20 @@ def cpu_model() -> str:
 
 
 def revision(src: Path) -> str:
+    """The commit of ``src`` and a hash of its Python files (uncommitted edits included)."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for path in sorted(src.rglob("*.py")):
+        digest.update(path.read_bytes())
     try:
         head = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "."],
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "?"
-    return head + (" + uncommitted changes" if dirty else "")
+        head, dirty = "?", ""
+    return f"{head}{' + uncommitted changes' if dirty else ''}, src {digest.hexdigest()[:8]}"
 
 
 def x(a: float, b: float) -> str:
@@ -760,7 +781,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--search-file", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    defaults = {"per_task": (10, 40), "reps": (1, 3), "fill": (20_000, 100_000),
+    defaults = {"per_task": (10, 40), "reps": (1, 5), "fill": (20_000, 100_000),
                 "iterations": (60, 200), "scoped": (200, 400), "whole": (60, 150),
                 "rounds": (1, 3)}
     for name, (quick, full) in defaults.items():
@@ -769,15 +790,22 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # run the clean-ups: workers ended, temp dir removed
+
+
 def main() -> None:
     args = parse_args()
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGHUP, _terminated)
     if args.child == "single":
         sys.path.insert(0, args.src)
         build = not Path(args.search_file).exists()
         print(json.dumps(asyncio.run(single_child(args, build))))
         return
     started = time.perf_counter()
-    results: dict[str, Any] = {"after_rev": revision(Path(args.src))}
+    results: dict[str, Any] = {"after_rev": revision(Path(args.src)),
+                               "load_before": os.getloadavg()}
     rows = rows_needed(args.fill, args.iterations, args.per_task)
     with tempfile.TemporaryDirectory(prefix="memlane-processes-") as tmp:
         folder = Path(tmp)
@@ -808,8 +836,15 @@ def main() -> None:
             results["before_after"] = measure_before_after(args, folder)
         else:
             results["before_rev"] = "not run"
+    results["load_after"] = os.getloadavg()
+    now = revision(Path(args.src))
+    if now.split(", src ")[1] != results["after_rev"].split(", src ")[1]:
+        results["after_rev"] += f" (its files changed during the run: now {now})"
     report(results, args)
-    print(f"\n(run took {time.perf_counter() - started:.0f} s)")
+    load = ", ".join(f"{v:.2f}" for v in results["load_before"])
+    after = ", ".join(f"{v:.2f}" for v in results["load_after"])
+    print(f"\n(run took {time.perf_counter() - started:.0f} s; load average {load} before, "
+          f"{after} after: other work on the machine skews every figure)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 

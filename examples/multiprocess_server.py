@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import uuid
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -135,7 +136,21 @@ async def read_request(reader: asyncio.StreamReader) -> dict[str, Any] | None:
 
 
 def worker(host: str, port: int, db: Path, ready: Queue[int]) -> None:
+    die_with_parent()
     asyncio.run(serve(host, port, db, ready))
+
+
+def die_with_parent() -> None:
+    """A worker whose server is killed (even by SIGKILL) gets SIGTERM and closes its store
+    (Linux: ``PR_SET_PDEATHSIG``); elsewhere it stops at the server's SIGTERM only."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the server died before the call: nobody would signal us
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def main() -> None:

@@ -3,6 +3,8 @@ file; a memory saved through either worker is recalled through the other at once
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ def test_two_workers_share_one_store(tmp_path: Path) -> None:
          "--db", str(tmp_path / "memories.db")],
         stdout=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its workers too are in this group: killed together below
     )
     try:
         assert server.stdout is not None
@@ -44,6 +47,6 @@ def test_two_workers_share_one_store(tmp_path: Path) -> None:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=60) == 0
     finally:
-        if server.poll() is None:
-            server.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)  # the server and every worker left
         server.wait()
