@@ -25,6 +25,7 @@ __all__ = [
     "PENDING_CHUNK",
     "SLICE",
     "SWEEPER_LEASE_INTERVALS",
+    "WRITE_LOCK_POLL_S",
 ]
 
 # Writes --------------------------------------------------------------------------------
@@ -65,7 +66,13 @@ PENDING_CHUNK: Final = 256
 # whole index instead. Followers look at least every ``FOLLOW_EVERY_S``, so this is slack.
 LOG_KEEP_S: Final = 60.0
 LOG_TRIM_EVERY_S: Final = 1.0
-FOLLOW_EVERY_S: Final = 0.1
+FOLLOW_EVERY_S: Final = 0.02
+
+# While another process holds SQLite's write lock, a writer retries BEGIN IMMEDIATE after
+# these pauses (doubling from the first to the second, seconds): an attempt costs
+# microseconds, a pause longer than another process's commit leaves the lock idle
+# (benchmarks/README.md, "Many processes, one file").
+WRITE_LOCK_POLL_S: Final = (0.0002, 0.002)
 
 # How long a writer holding SQLite's write lock waits for its follower's lock (a catch-up in
 # progress) before it rolls back and waits for the follower first: other processes' writes

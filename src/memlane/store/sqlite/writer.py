@@ -54,6 +54,7 @@ from memlane.store.sqlite.policies import (
     MIRROR_LOCK_WAIT_S,
     PATH_CHECK_S,
     SLICE,
+    WRITE_LOCK_POLL_S,
 )
 from memlane.store.sqlite.transaction import Batch, Changes, Entry, Layout, SweepPlan, apply
 from memlane.store.timestamps import Clock
@@ -716,7 +717,7 @@ def _begin_waiting(raw: sqlite3.Connection, wait_s: float) -> None:
     """``BEGIN IMMEDIATE``, retrying while another connection holds the write lock, for up
     to ``wait_s`` (on the connection's thread, never the loop's)."""
     deadline = time.monotonic() + wait_s
-    pause = 0.001
+    pause = WRITE_LOCK_POLL_S[0]
     while True:
         try:
             raw.execute("BEGIN IMMEDIATE")
@@ -726,4 +727,4 @@ def _begin_waiting(raw: sqlite3.Connection, wait_s: float) -> None:
             if not _is_busy(exc) or left <= 0:
                 raise
         time.sleep(min(pause, left))
-        pause = min(pause * 2, 0.05)
+        pause = min(pause * 2, WRITE_LOCK_POLL_S[1])
