@@ -77,7 +77,11 @@ def test_each_transaction_logs_what_it_changed(conn: sqlite3.Connection) -> None
     log = changelog.read_since(conn, 0)
     assert [change.item_ids.tolist() for change in log] == [[1, 2], [2]]
     assert [change.removed for change in log] == [[], [("u", 2)]]
-    assert changelog.read_since(conn, 1) == log[1:]
+    assert [change.added for change in log] == [[("u", 1), ("u", 2)], []]
+    assert [change.seq for change in changelog.read_since(conn, 1)] == [2]
+    rewrite = commit(conn, INDEXED, put("a", {"t": 9}), put("c", {"t": 1}))
+    assert changelog.read_since(conn, 2)[0].added == [("u", 3)]  # "a" kept its id
+    assert rewrite.seq == 3
     assert commit(conn, PLAIN, put("c", {"t": 3})).seq == 0  # no log without Layout.log
 
 

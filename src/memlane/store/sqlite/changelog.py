@@ -7,8 +7,9 @@ index and scope map. Two things make that safe, both inside each write transacti
   per-process counter, and are never reused: a stale id in another process's index names
   a deleted item, never somebody else's.
 - **Every write transaction appends one row to** ``changes``: the ids of the items it
-  wrote or removed, and the (namespace, id) of those it removed. Another process reads the
-  rows past the last one it applied and reloads those items from the tables
+  wrote or removed, and the (namespace, id) of those it created and of those it removed.
+  Another process reads the rows past the last one it applied and reloads those items
+  from the tables
   (``follower.py``). The row says *which* items changed, not *how*: the tables are the
   truth, so a follower never applies a value older than what it already holds.
 
@@ -48,8 +49,8 @@ _NEXT_ID_AND_INDEX = (
     " FROM memlane_meta WHERE name = 'next_item_id'"
 )
 _SET_NEXT_ID = "UPDATE memlane_meta SET value = ? WHERE name = 'next_item_id'"
-_APPEND = "INSERT INTO changes (item_ids, removed) VALUES (?, ?)"
-_SINCE = "SELECT seq, item_ids, removed FROM changes WHERE seq > ? ORDER BY seq"
+_APPEND = "INSERT INTO changes (item_ids, added, removed) VALUES (?, ?, ?)"
+_SINCE = "SELECT seq, item_ids, added, removed FROM changes WHERE seq > ? ORDER BY seq"
 _SEQS_SINCE = "SELECT seq FROM changes WHERE seq > ? ORDER BY seq"
 _LATEST = "SELECT COALESCE(MAX(seq), 0) FROM changes"
 _TRIM = "DELETE FROM changes WHERE seq < ?"
@@ -61,7 +62,8 @@ class Change:
 
     seq: int
     item_ids: I64
-    removed: list[tuple[str, int]]
+    added: list[tuple[str, int]]  # (namespace, id) of the items it created
+    removed: list[tuple[str, int]]  # (namespace, id) of the items it deleted
 
 
 def next_item_id(raw: sqlite3.Connection) -> int:
@@ -86,12 +88,14 @@ def set_next_item_id(raw: sqlite3.Connection, value: int) -> None:
 
 
 def append(
-    raw: sqlite3.Connection, item_ids: Iterable[int], removed: list[tuple[str, int]]
+    raw: sqlite3.Connection,
+    item_ids: Iterable[int],
+    added: list[tuple[str, int]],
+    removed: list[tuple[str, int]],
 ) -> int:
     """Log a transaction's changes (inside it); its sequence number."""
     blob = np.fromiter(item_ids, dtype="<i8").tobytes()
-    text = orjson.dumps(removed).decode() if removed else None
-    seq = raw.execute(_APPEND, (blob, text)).lastrowid
+    seq = raw.execute(_APPEND, (blob, _pairs_text(added), _pairs_text(removed))).lastrowid
     assert seq is not None
     return seq
 
@@ -102,10 +106,19 @@ def read_since(raw: sqlite3.Connection, seq: int) -> list[Change]:
         Change(
             int(row[0]),
             np.frombuffer(row[1], dtype="<i8").astype(np.int64),
-            [(str(ns), int(i)) for ns, i in orjson.loads(row[2])] if row[2] else [],
+            _pairs(row[2]),
+            _pairs(row[3]),
         )
         for row in raw.execute(_SINCE, (seq,))
     ]
+
+
+def _pairs_text(pairs: list[tuple[str, int]]) -> str | None:
+    return orjson.dumps(pairs).decode() if pairs else None
+
+
+def _pairs(text: str | None) -> list[tuple[str, int]]:
+    return [(str(ns), int(i)) for ns, i in orjson.loads(text)] if text else []
 
 
 def seqs_since(raw: sqlite3.Connection, seq: int) -> list[int]:

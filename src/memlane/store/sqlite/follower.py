@@ -162,7 +162,9 @@ class Follower:
     def _apply(self, raw: sqlite3.Connection, foreign: list[Change]) -> None:
         ids = np.unique(np.concatenate([change.item_ids for change in foreign])).tolist()
         removed = [pair for change in foreign for pair in change.removed]
-        self._mirror.reload(raw, ids, removed)
+        gone = {item_id for _, item_id in removed}  # ids are never reused: gone for good
+        added = [pair for change in foreign for pair in change.added if pair[1] not in gone]
+        self._mirror.reload(raw, ids, added, removed)
         self.followed += len(foreign)
 
     def _reload(self, raw: sqlite3.Connection) -> None:

@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 # Items repaired per commit after a failed mirror: bounds the extra work of one commit.
 REPAIR_SLICE = 4_096
-_ID_CHUNK = 500
 _EARLIEST_EXPIRY = "SELECT MIN(expires_at) FROM items WHERE expires_at IS NOT NULL"
 
 
@@ -94,25 +93,23 @@ class Mirror:
         self.unmirrored.difference_update(self._reload_vectors(raw, item_ids))
 
     def reload(
-        self, raw: sqlite3.Connection, item_ids: list[int], removed: list[tuple[str, int]]
+        self,
+        raw: sqlite3.Connection,
+        item_ids: list[int],
+        added: list[tuple[str, int]],
+        removed: list[tuple[str, int]],
     ) -> None:
-        """Make the index and the scope map hold what the tables hold for ``item_ids``
-        (another process changed them; ``removed``: the (namespace, id) of those it
-        deleted), inside the caller's read transaction."""
+        """Make the index hold what the tables hold for ``item_ids`` and the scope map
+        gain ``added`` and lose ``removed`` ((namespace, id) pairs): another process's
+        changes, inside the caller's read transaction."""
         self._reload_vectors(raw, item_ids)
         if self._scopes is None or self._scopes.broken:
             return
-        live: list[tuple[str, int]] = []
-        for start in range(0, len(item_ids), _ID_CHUNK):
-            chunk = item_ids[start : start + _ID_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT namespace, id FROM items WHERE id IN ({marks})"
-            live.extend(raw.execute(sql, chunk))
         # The true earliest expiry now: a lower bound for the scope map (see scopes.py).
         (floor,) = raw.execute(_EARLIEST_EXPIRY).fetchone()
         earliest = math.inf if floor is None else float(floor)
         try:
-            self._scopes.apply(live, removed, expiry_floor=earliest)
+            self._scopes.apply(added, removed, expiry_floor=earliest)
         except Exception:
             log.exception("memlane's scope map failed; scoped searches go to SQL from now on")
 

@@ -93,7 +93,7 @@ def _store(
         raw.executemany("DELETE FROM vectors WHERE item_id = ?", [(i,) for i in ids])
         raw.executemany("INSERT INTO vectors (item_id, embedding) VALUES (?, ?)", stored)
         raw.executemany("DELETE FROM pending_vectors WHERE item_id = ?", [(i,) for i in ids])
-        changelog.append(raw, ids, [])  # other processes reload these items' vectors
+        changelog.append(raw, ids, [], [])  # other processes reload these items' vectors
         raw.execute("COMMIT")
     except BaseException:
         if raw.in_transaction:

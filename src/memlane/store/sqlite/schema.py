@@ -70,6 +70,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE TABLE changes (
             seq INTEGER PRIMARY KEY,               -- one row per write transaction, in commit order
             item_ids BLOB NOT NULL,                -- int64 ids of the items it wrote or removed
+            added TEXT,                            -- JSON [[namespace, id], ...] of new items
             removed TEXT                           -- JSON [[namespace, id], ...] of removed items
         );
         INSERT INTO memlane_meta (name, value)

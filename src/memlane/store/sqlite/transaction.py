@@ -72,6 +72,7 @@ class Changes:
     fresh_ids: int | None = None  # ids taken for new items (indexed stores), None: all offered
     # (namespace, item id) of items written and of rows deleted, for the scope map
     joined: list[tuple[str, int]] = field(default_factory=list)
+    added: list[tuple[str, int]] = field(default_factory=list)  # the joined with new ids
     left: list[tuple[str, int]] = field(default_factory=list)
     expiries: list[float] = field(default_factory=list)  # expires_at of rows written
     expiry_floor: float | None = None  # after a sweep: the earliest expires_at left
@@ -166,7 +167,7 @@ def apply(raw: sqlite3.Connection, batch: Batch, layout: Layout) -> Changes:
         ids_changed.update(item_id for item_id, _ in changes.upserted)
         # Touches alone change nothing held in memory; a sweep moves the earliest expiry.
         if ids_changed or changes.left or changes.swept_now:
-            changes.seq = changelog.append(raw, sorted(ids_changed), changes.left)
+            changes.seq = changelog.append(raw, sorted(ids_changed), changes.added, changes.left)
     return changes
 
 
@@ -252,6 +253,11 @@ def _write_entries(
         _mark_pending(raw, put_entries, put_ids, deleted_ids)
     changes.removed.extend(item_id for item_id in deleted_ids if item_id is not None)
     changes.joined.extend((row[0], item_id) for row, item_id in zip(rows, put_ids, strict=True))
+    changes.added.extend(
+        (row[0], item_id)
+        for row, found, item_id in zip(rows, existing, put_ids, strict=True)
+        if found is None
+    )
     changes.expiries.extend(row[5] for row in rows if row[5] is not None)
     changes.left.extend(
         (namespace, item_id)
@@ -271,6 +277,7 @@ def _sweep(raw: sqlite3.Connection, now: float, indexed: bool, changes: Changes)
             gone = set(swept)
             changes.upserted = [u for u in changes.upserted if u[0] not in gone]
             changes.joined = [j for j in changes.joined if j[1] not in gone]
+            changes.added = [j for j in changes.added if j[1] not in gone]
     changes.removed.extend(swept)
     changes.swept = len(swept)
     if indexed:
