@@ -33,7 +33,7 @@ async def test_a_task_cancelled_before_its_first_step_fails_its_callers_and_writ
     combiner: WriteCombiner[str] = WriteCombiner(run)
     first = asyncio.ensure_future(combiner.submit("a"))
     await asyncio.sleep(0)  # "a" is queued and the write task created, not yet run
-    queue = next(iter(combiner._queues.values()))
+    queue = next(iter(combiner._actors.values()))
     assert queue.task is not None
     queue.task.cancel()  # as a loop shutting down cancels every task
     with pytest.raises(RuntimeError, match="cancelled"):

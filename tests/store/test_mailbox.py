@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from memlane.store.sqlite.mailbox import Mailbox
+from memlane.store.mailbox import Mailbox
 
 
 class NoScanDeque(deque[Any]):

@@ -11,6 +11,9 @@ time, and a search's p99 went from ~2x to ~20x its idle p99 (throughput was the 
 from batches of 32 up). The task exits when the queue is empty and is started again
 by the next write, so an idle store holds no task.
 
+The loop itself is the batching actor SqliteStore's writer runs too (``actor.py``), here
+one per event loop, stopping when nothing waits.
+
 ``run_batch`` gets the requests in arrival order and returns one entry per request:
 ``None`` for success or the exception that caller gets, so one caller's bad request
 never fails another's.
@@ -20,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import weakref
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from memlane.store.actor import BatchActor
+from memlane.store.mailbox import Mailbox
 from memlane.store.settle import settle_fairly
 
 __all__ = ["WriteCombiner"]
@@ -35,30 +39,51 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 RunBatch = Callable[[list[R]], Awaitable[list[BaseException | None]]]
+_Posted = tuple[R, "asyncio.Future[None]"]
 
 
-@dataclass(slots=True)
-class _Queue(Generic[R]):
-    """One event loop's waiting requests and the task draining them."""
+class _LoopActor(BatchActor[_Posted[R], list[_Posted[R]]]):
+    """One event loop's queue and the task draining it (none while nothing waits)."""
 
-    waiting: deque[tuple[R, asyncio.Future[None]]] = field(default_factory=deque)
-    task: asyncio.Task[None] | None = None
+    def __init__(self, combiner: WriteCombiner[R]) -> None:
+        # Unbounded, as before: InMemoryStore's writes have always queued without waiting.
+        super().__init__(
+            Mailbox(sys.maxsize), max_batch=combiner.max_batch, pipelined=False, detached=False
+        )
+        self._combiner = combiner
+        self.task: asyncio.Task[None] | None = None
 
+    async def _prepare(self, batch: list[_Posted[R]]) -> list[_Posted[R]]:
+        return batch
 
-def _after(queue: _Queue[R], task: asyncio.Task[None]) -> None:
-    """A task cancelled before its first step never ran its ``finally``: do it here."""
-    if queue.task is task:
-        queue.task = None
-        _fail_waiting(queue)
+    async def _finish(self, batch: list[_Posted[R]]) -> None:
+        self._combiner.batches += 1
+        outcomes = await self._combiner.run_batch([request for request, _ in batch])
+        await settle_fairly(
+            [(future, outcome) for (_, future), outcome in zip(batch, outcomes, strict=True)]
+        )
 
+    def _batch_failed(self, batch: list[_Posted[R]], error: Exception) -> None:
+        # A failure no single request explains: everyone in the batch learns of it.
+        log.exception("memlane write batch failed")
+        self._fail(batch, error)
 
-def _fail_waiting(queue: _Queue[R]) -> None:
-    """Fail what a stopped task left queued: only a cancelled task (a loop shutting down)
-    leaves requests behind, and their callers must not wait forever."""
-    while queue.waiting:
-        _, future = queue.waiting.popleft()
-        if not future.done():
-            future.set_exception(RuntimeError("the store's write task was cancelled"))
+    def _stopped_error(self) -> BaseException:
+        return RuntimeError("the store's write task was cancelled")
+
+    def _fail(self, requests: list[_Posted[R]], error: BaseException) -> None:
+        for _, future in requests:
+            if not future.done():
+                future.set_exception(error)
+
+    def ended(self, task: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step never ran its ``finally``: fail what it
+        left queued here, so no caller waits forever."""
+        if self.task is task:
+            self.task = None
+            leftover = self.mailbox.take(len(self.mailbox))
+            if leftover:
+                self._fail(leftover, self._stopped_error())
 
 
 class WriteCombiner(Generic[R]):
@@ -67,10 +92,10 @@ class WriteCombiner(Generic[R]):
     def __init__(self, run_batch: RunBatch[R], *, max_batch: int = 64) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch!r}")
-        self._run_batch = run_batch
-        self._max_batch = max_batch
-        # A store may be used from several loops (threads): each gets its own queue.
-        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue[R]] = (
+        self.run_batch = run_batch
+        self.max_batch = max_batch
+        # A store may be used from several loops (threads): each gets its own actor.
+        self._actors: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopActor[R]] = (
             weakref.WeakKeyDictionary()
         )
         self.batches = 0  # how many batches ran (tests and benchmarks read it)
@@ -78,48 +103,13 @@ class WriteCombiner(Generic[R]):
     async def submit(self, request: R) -> None:
         """Queue ``request`` and wait until its batch has run; raise its own error."""
         loop = asyncio.get_running_loop()
-        queue = self._queues.get(loop)
-        if queue is None:
-            queue = self._queues[loop] = _Queue()
+        actor = self._actors.get(loop)
+        if actor is None:
+            actor = self._actors[loop] = _LoopActor(self)
         future: asyncio.Future[None] = loop.create_future()
-        queue.waiting.append((request, future))
-        if queue.task is None or queue.task.done():
-            task = loop.create_task(self._drain(queue), name="memlane-write-combiner")
-            task.add_done_callback(lambda done: _after(queue, done))
-            queue.task = task
+        actor.mailbox.put_nowait((request, future))
+        if actor.task is None or actor.task.done():
+            task = loop.create_task(actor.run(until_idle=True), name="memlane-write-combiner")
+            task.add_done_callback(actor.ended)
+            actor.task = task
         await future
-
-    async def _drain(self, queue: _Queue[R]) -> None:
-        """Run batches until nothing is waiting; then let the next write start a new task."""
-        try:
-            while queue.waiting:
-                count = min(self._max_batch, len(queue.waiting))
-                batch = [queue.waiting.popleft() for _ in range(count)]
-                await self._run(batch)
-                self.batches += 1
-                # Let the callers just resolved (and everyone else) run before the next batch.
-                await asyncio.sleep(0)
-        finally:
-            queue.task = None
-            _fail_waiting(queue)
-
-    async def _run(self, batch: list[tuple[R, asyncio.Future[None]]]) -> None:
-        try:
-            outcomes = await self._run_batch([request for request, _ in batch])
-        except BaseException as exc:
-            # A failure no single request explains (or cancellation): everyone in the batch
-            # learns of it rather than waiting forever.
-            cancelled = isinstance(exc, asyncio.CancelledError)
-            if cancelled:
-                exc = RuntimeError("the store's write task was cancelled mid-batch")
-            else:
-                log.exception("memlane write batch failed")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if cancelled or not isinstance(exc, Exception):
-                raise  # cancellation, KeyboardInterrupt, SystemExit: not ours to swallow
-            return
-        await settle_fairly(
-            [(future, outcome) for (_, future), outcome in zip(batch, outcomes, strict=True)]
-        )

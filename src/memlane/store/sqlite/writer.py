@@ -35,15 +35,16 @@ from typing import Any, TypeVar
 import aiosqlite
 import anyio.to_thread
 
+from memlane.store.actor import BatchActor
 from memlane.store.indexing import EmbedPlan, Indexer
 from memlane.store.isolate import call_isolating
+from memlane.store.mailbox import Mailbox, MailboxClosed
 from memlane.store.ops import PreparedPut
 from memlane.store.settle import settle_fairly
 from memlane.store.sqlite import changelog
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.follower import Follower
 from memlane.store.sqlite.lease import release as release_lease
-from memlane.store.sqlite.mailbox import Mailbox, MailboxClosed
 from memlane.store.sqlite.mirror import Mirror, MirrorError
 from memlane.store.sqlite.policies import (
     CHECKPOINT_BYTES,
@@ -180,7 +181,7 @@ def _coalesce(entries: list[Entry], failed: dict[int, BaseException]) -> list[En
     return list(last.values())
 
 
-class Writer:
+class Writer(BatchActor[Request, _Prepared]):
     """Owns the write connection; see the module docstring for one batch's life."""
 
     def __init__(
@@ -228,16 +229,13 @@ class Writer:
         self._log_changes = log_changes
         self._logged: collections.deque[tuple[float, int]] = collections.deque()  # for trims
         self._next_trim = 0.0
-        self.pipelined = indexer is not None  # see run()
         self._indexer = indexer
         self._clock = clock
-        self._max_batch = max_batch
-        self.mailbox: Mailbox[Request] = Mailbox(capacity)
-        # Taken from the mailbox while an embed call ran, for the next batch (``_express``).
-        self._held: list[Request] = []
-        # Taken from the mailbox and not yet handed to a commit: failed if the writer stops.
-        self._unsettled: list[Request] = []
-        self._finishing: asyncio.Future[None] | None = None  # the commit under way
+        # With an index, batch N+1 is embedded while batch N commits; without one there is
+        # nothing to overlap, and waiting lets the next batch grow instead (``actor.py``).
+        super().__init__(
+            Mailbox(capacity), max_batch=max_batch, pipelined=indexer is not None, detached=True
+        )
         self.stopped = asyncio.Event()
         self.batches = 0  # how many batches were committed (for tests and stats)
         self.sweeps = 0  # how many transactions swept (for tests and stats)
@@ -273,67 +271,19 @@ class Writer:
             raise StoreClosedError("the store is closed") from None
         return await future
 
-    # ---- the actor -----------------------------------------------------------------------
+    # ---- the actor (``actor.py``) -----------------------------------------------------
 
-    async def run(self) -> None:
-        """Process batches until the mailbox is closed and drained.
+    def _on_stop(self) -> None:
+        self.stopped.set()
 
-        With an index, batches are pipelined: batch N+1 is embedded while batch N commits
-        (commits, and so acknowledgements, stay in order). Without one there is nothing to
-        overlap, and waiting lets the next batch grow instead.
-        """
-        try:
-            while batch := await self._next_batch():
-                self._unsettled = list(batch)
-                prepared = await self._guarded(batch, self._prepare(batch))
-                if self._finishing is not None:
-                    await self._finishing
-                    self._finishing = None
-                if prepared is not None:
-                    self._finishing = asyncio.ensure_future(
-                        self._guarded(batch, self._finish(prepared))
-                    )
-                self._unsettled = []
-                del batch, prepared  # an idle writer keeps no batch (values, vectors) alive
-                if self._finishing is not None and not self.pipelined:
-                    await self._finishing
-                    self._finishing = None
-            if self._finishing is not None:
-                await self._finishing
-        finally:
-            if self._finishing is not None and not self._finishing.done():
-                # Cancelled (a close past its deadline): a commit under way may still
-                # succeed on the connection's thread, so its callers hear its own outcome.
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(self._finishing)
-            self.mailbox.close()
-            leftover = [*self._unsettled, *self._held]
-            self._unsettled, self._held = [], []
-            while len(self.mailbox):
-                leftover.extend(self.mailbox.take(len(self.mailbox)))
-            self._fail(
-                leftover,
-                StoreClosedError("the store's writer stopped before this write was committed"),
-            )
-            self.stopped.set()
+    def _batch_failed(self, batch: list[Request], error: Exception) -> None:
+        log.exception("memlane writer failed on a batch")
+        failure = WriterError(f"the store's writer failed on this batch: {error!r}")
+        failure.__cause__ = error
+        self._fail(batch, failure)
 
-    async def _next_batch(self) -> list[Request]:
-        """What was held back during the last embed call first, then the mailbox."""
-        if not self._held:
-            return await self.mailbox.get_batch(self._max_batch)
-        held, self._held = self._held, []
-        return held + self.mailbox.take(self._max_batch - len(held))
-
-    async def _guarded(self, batch: list[Request], step: Awaitable[T]) -> T | None:
-        """Run one step of a batch; an unexpected error fails that batch's callers only."""
-        try:
-            return await step
-        except Exception as exc:
-            log.exception("memlane writer failed on a batch")
-            error = WriterError(f"the store's writer failed on this batch: {exc!r}")
-            error.__cause__ = exc
-            self._fail(batch, error)
-            return None
+    def _stopped_error(self) -> BaseException:
+        return StoreClosedError("the store's writer stopped before this write was committed")
 
     async def _prepare(self, batch: list[Request]) -> _Prepared:
         """Split a batch by kind, embed its puts, coalesce them, and stamp them."""
@@ -701,9 +651,8 @@ class Writer:
                 total.swept = changes.swept
         return total
 
-    @staticmethod
-    def _fail(batch: list[Request], error: BaseException) -> None:
-        for request in batch:
+    def _fail(self, requests: list[Request], error: BaseException) -> None:
+        for request in requests:
             if isinstance(request, WriteRequest | SweepRequest) and not request.future.done():
                 request.future.set_exception(error)
 
