@@ -67,6 +67,26 @@ def follower_of(store: SqliteStore) -> Follower:
     assert follower is not None
     return follower
 
+def hold_the_next_follow(
+    monkeypatch: pytest.MonkeyPatch, store: SqliteStore
+) -> tuple[_WatchedLock, threading.Event, threading.Event]:
+    """Watch who waits for ``store``'s mirror lock, and hold its next follow once it has
+    read the tables (``held`` is then set) until the test sets ``go``."""
+    follower = follower_of(store)
+    watched = _WatchedLock(follower.lock)
+    follower.lock = watched  # type: ignore[assignment]
+    held, go = threading.Event(), threading.Event()
+
+    def held_reload(raw: sqlite3.Connection, vectors: Any, ids: Sequence[int]) -> None:
+        if vectors is follower._mirror._vectors and not held.is_set():
+            held.set()
+            assert go.wait(10), "the test never let the follow go on"
+        reload_items(raw, vectors, ids)
+
+    monkeypatch.setattr(mirror_module, "reload_items", held_reload)
+    return watched, held, go
+
+
 
 def connect_to(path: Path) -> contextlib.closing[sqlite3.Connection]:
     """A plain connection to the store file, closed after use."""
@@ -141,18 +161,7 @@ async def test_a_follow_in_flight_never_overwrites_this_processes_newer_mirror(
         SqliteStore.open(path, index=config()) as a,
         SqliteStore.open(path, index=config()) as b,
     ):
-        follower = follower_of(a)
-        watched = _WatchedLock(follower.lock)
-        follower.lock = watched  # type: ignore[assignment]
-        held, go = threading.Event(), threading.Event()
-
-        def held_reload(raw: sqlite3.Connection, vectors: Any, ids: Sequence[int]) -> None:
-            if vectors is follower._mirror._vectors and not held.is_set():
-                held.set()  # the follow's snapshot (with v1) is taken: hold it here
-                assert go.wait(10), "the test never let the follow go on"
-            reload_items(raw, vectors, ids)
-
-        monkeypatch.setattr(mirror_module, "reload_items", held_reload)
+        watched, held, go = hold_the_next_follow(monkeypatch, a)
         await put(b, ns, "k", 1)
         search = asyncio.create_task(top(a, ns, "k", 1))  # A catches up: held with v1 read
         write = asyncio.create_task(asyncio.sleep(0))
@@ -411,18 +420,7 @@ async def test_a_slow_follow_in_one_process_does_not_block_the_others_writes(
         SqliteStore.open(path, index=config()) as a,
         SqliteStore.open(path, index=config(), busy_timeout_ms=300) as b,
     ):
-        follower = follower_of(a)
-        watched = _WatchedLock(follower.lock)
-        follower.lock = watched  # type: ignore[assignment]
-        held, go = threading.Event(), threading.Event()
-
-        def held_reload(raw: sqlite3.Connection, vectors: Any, ids: Sequence[int]) -> None:
-            if vectors is follower._mirror._vectors and not held.is_set():
-                held.set()  # a follow that takes long
-                assert go.wait(10)
-            reload_items(raw, vectors, ids)
-
-        monkeypatch.setattr(mirror_module, "reload_items", held_reload)
+        watched, held, go = hold_the_next_follow(monkeypatch, a)
         await put(b, ("n",), "x", 1)
         search = asyncio.create_task(top(a, ("n",), "x", 1))
         write = None
