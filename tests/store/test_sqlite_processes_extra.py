@@ -475,3 +475,26 @@ async def test_embedding_pending_items_never_overwrites_a_newer_write(tmp_path: 
         await opened.aclose()
     async with SqliteStore.open(path, index=config()) as again:
         assert await finds(again, ns, "k", 3), await top(again, ns, "k", 3)
+
+
+async def test_an_item_created_elsewhere_and_deleted_here_leaves_no_trace_in_the_map(
+    tmp_path: Path,
+) -> None:
+    """B creates an item; A deletes it before A's follower has applied B's commit: the
+    follow must not add the deleted item to A's scope map."""
+    path = tmp_path / "gone.db"
+    async with (
+        SqliteStore.open(path, index=config()) as a,
+        SqliteStore.open(path, index=config()) as b,
+    ):
+        await put(a, ("s",), "other", 1)
+        await put(a, ("elsewhere",), "k", 1)  # so that "s" is not the whole store
+        await a.asearch(("s",), query="x")  # A has caught up so far
+        await put(b, ("s",), "fleeting", 1)
+        await a.adelete(("s",), "fleeting")  # A's own commit, after B's
+        await a.asearch(("s",), query="x")  # A follows B's commit now
+        scopes = follower_of(a)._mirror._scopes
+        assert scopes is not None
+        ids = scopes.ids_under("s", time.time())
+        assert isinstance(ids, np.ndarray), ids
+        assert ids.tolist() == [item_id(path, "s", "other")]

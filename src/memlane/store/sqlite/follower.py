@@ -151,7 +151,7 @@ class Follower:
                 else:
                     foreign = [change for change in changes if change.seq not in self._own]
                     if foreign:
-                        self._apply(raw, foreign)
+                        self._apply(raw, foreign, changes)
                 if changes:
                     self.applied = changes[-1].seq
                     self._own = {seq for seq in self._own if seq > self.applied}
@@ -159,10 +159,15 @@ class Follower:
                 raw.execute("COMMIT")
             self._version = version
 
-    def _apply(self, raw: sqlite3.Connection, foreign: list[Change]) -> None:
+    def _apply(
+        self, raw: sqlite3.Connection, foreign: list[Change], window: list[Change]
+    ) -> None:
+        """Apply ``foreign`` changes; ``window``: every change read, own ones included (an
+        item another process created may have been deleted since by this one's writer)."""
         ids = np.unique(np.concatenate([change.item_ids for change in foreign])).tolist()
         removed = [pair for change in foreign for pair in change.removed]
-        gone = {item_id for _, item_id in removed}  # ids are never reused: gone for good
+        # ids are never reused: an id deleted anywhere in the window is gone for good
+        gone = {item_id for change in window for _, item_id in change.removed}
         added = [pair for change in foreign for pair in change.added if pair[1] not in gone]
         self._mirror.reload(raw, ids, added, removed)
         self.followed += len(foreign)
