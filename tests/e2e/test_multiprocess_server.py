@@ -4,6 +4,7 @@ file; a memory saved through either worker is recalled through the other at once
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -16,13 +17,21 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / "examples" / "multiprocess_server.py"
 
 
+def _own_group_dying_with_us() -> None:
+    """In the server's process: a group of its own (its workers join it: killed together
+    below), and SIGTERM should this test's process die first (Linux's PR_SET_PDEATHSIG)."""
+    os.setsid()
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+
+
 def test_two_workers_share_one_store(tmp_path: Path) -> None:
     server = subprocess.Popen(
         [sys.executable, str(SERVER), "--workers", "2", "--port", "0",
          "--db", str(tmp_path / "memories.db")],
         stdout=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # its workers too are in this group: killed together below
+        preexec_fn=_own_group_dying_with_us,
     )
     try:
         assert server.stdout is not None
