@@ -65,34 +65,13 @@ Item = tuple[tuple[str, ...], str, dict[str, Any]]
 # ---- data -------------------------------------------------------------------------------
 
 
-class Vectors:
-    """The lookup embedding: ``#row`` -> a seeded unit vector, ``?q`` -> a query vector.
+def lookup_vectors(rows: int) -> Any:
+    """The lookup embedding every memlane benchmark uses (``memlane.bench.workloads``):
+    ``#row`` -> a seeded unit vector, ``?q`` -> a query vector near an item. Imported here,
+    once ``--src`` has chosen which memlane this process measures."""
+    from memlane.bench.workloads import Dataset
 
-    Every process builds the same table from the same seed.
-    """
-
-    def __init__(self, rows: int, seed: int = 11) -> None:
-        rng = np.random.default_rng(seed)
-        self.items = _unit(rng.standard_normal((rows, DIMS), dtype=np.float32))
-        picks = rng.integers(0, rows, QUERIES)
-        noisy = self.items[picks] + 0.5 * _unit(rng.standard_normal((QUERIES, DIMS),
-                                                                    dtype=np.float32))
-        self.queries = _unit(noisy)
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.empty((len(texts), DIMS), dtype=np.float32)
-        for i, text in enumerate(texts):
-            token = text.split(" ", 1)[0]
-            table = self.queries if token[0] == "?" else self.items
-            out[i] = table[int(token[1:]) % len(table)]
-        return out
-
-    def index_config(self) -> dict[str, Any]:
-        return {"dims": DIMS, "embed": self.embed, "fields": ["text"]}
-
-
-def _unit(m: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(m / np.linalg.norm(m, axis=1, keepdims=True), dtype=np.float32)
+    return Dataset(size=rows, dims=DIMS, extra_rows=0, queries_count=QUERIES)
 
 
 def item(row: int, prefix: str = "m", n: int | None = None) -> Item:
@@ -155,7 +134,7 @@ async def search_times(store: Any, count: int, scoped: bool, offset: int = 0) ->
     return times
 
 
-def raw_insert(path: Path, rows: int, per_task: int, vectors: Vectors | None) -> float:
+def raw_insert(path: Path, rows: int, per_task: int, vectors: Any | None) -> float:
     """rows/s of plain executemany, ``RAW_BATCH`` rows per transaction (plus the vectors'
     blobs and a FAISS add with an index, as ``memlane.bench``'s ceiling does)."""
     import faiss
@@ -226,7 +205,7 @@ class Worker:
         self.rank = rank
         self.cmd = cmd
         self.peer = peer
-        self.vectors = Vectors(rows)
+        self.vectors = lookup_vectors(rows)
         self.profile = Path(profile) if profile else None
         self.store: Any = None
         self.tasks: list[list[Item]] = []
@@ -550,7 +529,7 @@ async def single_child(args: argparse.Namespace, build: bool) -> dict[str, Any]:
 
     check_origin(memlane.__file__, args.src)
     work = Path(args.work)
-    vectors = Vectors(rows_needed(args.fill, 0, args.per_task))
+    vectors = lookup_vectors(rows_needed(args.fill, 0, args.per_task))
     out: dict[str, Any] = {"file": memlane.__file__}
     for indexed in (False, True):
         path = work / f"single-{os.getpid()}-{int(indexed)}.db"

@@ -498,3 +498,35 @@ async def test_an_item_created_elsewhere_and_deleted_here_leaves_no_trace_in_the
         ids = scopes.ids_under("s", time.time())
         assert isinstance(ids, np.ndarray), ids
         assert ids.tolist() == [item_id(path, "s", "other")]
+
+
+async def test_a_long_way_behind_is_caught_up_off_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With more than PROBE_SEQS changes to look at, the loop's thread lists no more than
+    that many log rows: the follower's thread reads and applies them all."""
+    from memlane.store.sqlite import changelog
+    from memlane.store.sqlite.policies import PROBE_SEQS
+
+    monkeypatch.setattr(store_module, "FOLLOW_EVERY_S", 3600.0)  # only reads catch up
+    listed: list[int] = []
+    real = changelog.seqs_since
+
+    def counted(raw: sqlite3.Connection, seq: int, limit: int) -> list[int]:
+        found = real(raw, seq, limit)
+        listed.append(len(found))
+        return found
+
+    monkeypatch.setattr(changelog, "seqs_since", counted)
+    path = tmp_path / "behind.db"
+    async with (
+        SqliteStore.open(path, index=config()) as a,
+        SqliteStore.open(path, index=config()) as b,
+    ):
+        await a.asearch(("n",), query="x")
+        for n in range(PROBE_SEQS + 20):  # one commit each
+            await put(b, ("n",), f"k{n}", n)
+        assert await finds(a, ("n",), f"k{PROBE_SEQS + 19}", PROBE_SEQS + 19)
+        assert await finds(a, ("n",), "k0", 0)
+        assert follower_of(a).applied == latest_seq(path)
+    assert listed and max(listed) <= PROBE_SEQS + 1

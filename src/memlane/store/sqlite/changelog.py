@@ -51,7 +51,7 @@ _NEXT_ID_AND_INDEX = (
 _SET_NEXT_ID = "UPDATE memlane_meta SET value = ? WHERE name = 'next_item_id'"
 _APPEND = "INSERT INTO changes (item_ids, added, removed) VALUES (?, ?, ?)"
 _SINCE = "SELECT seq, item_ids, added, removed FROM changes WHERE seq > ? ORDER BY seq"
-_SEQS_SINCE = "SELECT seq FROM changes WHERE seq > ? ORDER BY seq"
+_SEQS_SINCE = "SELECT seq FROM changes WHERE seq > ? ORDER BY seq LIMIT ?"
 _LATEST = "SELECT COALESCE(MAX(seq), 0) FROM changes"
 _TRIM = "DELETE FROM changes WHERE seq < ?"
 
@@ -121,9 +121,9 @@ def _pairs(text: str | None) -> list[tuple[str, int]]:
     return [(str(ns), int(i)) for ns, i in orjson.loads(text)] if text else []
 
 
-def seqs_since(raw: sqlite3.Connection, seq: int) -> list[int]:
-    """Only the sequence numbers after ``seq`` (cheap: the primary key's range)."""
-    return [int(row[0]) for row in raw.execute(_SEQS_SINCE, (seq,))]
+def seqs_since(raw: sqlite3.Connection, seq: int, limit: int) -> list[int]:
+    """Only the sequence numbers after ``seq``, at most ``limit`` (the primary key's range)."""
+    return [int(row[0]) for row in raw.execute(_SEQS_SINCE, (seq, limit))]
 
 
 def latest_seq(raw: sqlite3.Connection) -> int:

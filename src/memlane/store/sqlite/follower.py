@@ -39,6 +39,7 @@ from memlane.store.sqlite import changelog
 from memlane.store.sqlite.changelog import Change
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.mirror import Mirror
+from memlane.store.sqlite.policies import PROBE_SEQS
 from memlane.store.sqlite.schema import READER_PRAGMAS
 from memlane.store.types import StoreClosedError
 
@@ -124,9 +125,11 @@ class Follower:
             return False
         try:
             try:
-                seqs = changelog.seqs_since(self._probe, self.applied)
+                seqs = changelog.seqs_since(self._probe, self.applied, PROBE_SEQS + 1)
             except sqlite3.OperationalError:
                 return False  # busy (a WAL reset, rare): the thread will wait for it
+            if len(seqs) > PROBE_SEQS:
+                return False  # a long way behind: not work for the loop's thread
             if seqs and seqs[0] != self.applied + 1:
                 return False  # the log was trimmed past what this process applied
             if any(seq not in self._own for seq in seqs):

@@ -23,6 +23,7 @@ __all__ = [
     "MIRROR_LOCK_WAIT_S",
     "PATH_CHECK_S",
     "PENDING_CHUNK",
+    "PROBE_SEQS",
     "SLICE",
     "SWEEPER_LEASE_INTERVALS",
     "WRITE_LOCK_POLL_S",
@@ -67,6 +68,9 @@ PENDING_CHUNK: Final = 256
 LOG_KEEP_S: Final = 60.0
 LOG_TRIM_EVERY_S: Final = 1.0
 FOLLOW_EVERY_S: Final = 0.02
+# At most this many log rows are listed on the loop's thread to tell whether they are all
+# this process's own commits (~30-50 us); more go to the follower's thread.
+PROBE_SEQS: Final = 256
 
 # While another process holds SQLite's write lock, a writer retries BEGIN IMMEDIATE after
 # these pauses (doubling from the first to the second, seconds): an attempt costs

@@ -632,12 +632,21 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 async def _follow_forever(follower: Follower) -> None:
     """Keep up with the other processes between reads too, so that a read rarely has more
     than a few changes to catch up on, and an idle process never falls behind the log."""
+    failing = False
     while True:
         await asyncio.sleep(FOLLOW_EVERY_S)
         try:
             await follower.catch_up()
+        except StoreClosedError:
+            return
         except Exception:  # retried on the next round; reads catch up themselves anyway
-            log.exception("memlane: following the other processes' commits failed")
+            if not failing:  # once per failing spell, not 50 times a second
+                log.exception("memlane: following the other processes' commits failed")
+            failing = True
+        else:
+            if failing:
+                log.warning("memlane: following the other processes' commits works again")
+            failing = False
 
 
 def _prepare_imports(items: list[ImportItem], now: float) -> list[PreparedPut]:

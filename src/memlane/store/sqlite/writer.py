@@ -211,7 +211,6 @@ class Writer(BatchActor[Request, _Prepared]):
         conn._conn.execute("PRAGMA busy_timeout = 0")
         # index=False on an indexed file: rows keep their vector bookkeeping (stale vectors
         # go, ids are kept) and each written item is marked for embedding (``pending.py``).
-        self._defer_embedding = defer_embedding
         self._raw: sqlite3.Connection = conn._conn  # for inline commits of small batches
         # Vector blobs make rows ~1.5 KB each: a smaller batch still commits in microseconds.
         self._inline_max = inline_max if indexer is None else inline_max // 4  # see policies
@@ -226,7 +225,6 @@ class Writer(BatchActor[Request, _Prepared]):
         # Other processes follow this file: each transaction logs what it changed
         # (``changelog.py``) and is mirrored here under the follower's lock.
         self._follower = follower
-        self._log_changes = log_changes
         self._logged: collections.deque[tuple[float, int]] = collections.deque()  # for trims
         self._next_trim = 0.0
         self._indexer = indexer
