@@ -68,6 +68,11 @@ class Directory:
             return
         if int(ids.min()) < 0:
             raise ValueError(f"item ids are >= 0, got {int(ids.min())}")
+        dense = self._dense
+        if int(ids.max()) < len(dense):  # the common case: every id fits the array
+            self._dense_live += int((dense[ids] < 0).sum())
+            dense[ids] = starts
+            return
         self._reserve(ids)
         dense = self._dense
         inside = ids < len(dense)

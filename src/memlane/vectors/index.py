@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import operator
 import os
 import threading
@@ -52,6 +53,7 @@ import numpy.typing as npt
 
 from memlane.vectors.ann import AnnConfig, Graph, IdLog
 from memlane.vectors.directory import Directory
+from memlane.vectors.prefault import Prefaulter
 from memlane.vectors.scoring import Scorer, best_per_item, canonical, scorer, top
 from memlane.vectors.storage import (
     ALIVE,
@@ -121,9 +123,18 @@ def _check_id(item_id: object) -> int:
 
 
 def _max_norm(vectors: F32) -> float:
+    """An upper bound of the rows' Euclidean norms; NaN or inf when a value is not finite.
+
+    Summed in float32 (a small batch costs a third of the float64 sum), whose relative
+    error stays below ``dims * 2**-24``: the bound is raised by twice that. A float32
+    overflow (finite rows of norm past ~1e19) falls back to float64.
+    """
     if not len(vectors):
         return 0.0
-    return float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64).max()))
+    top = float(np.einsum("ij,ij->i", vectors, vectors).max())
+    if math.isinf(top) and np.isfinite(vectors).all():
+        top = float(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64).max())
+    return math.sqrt(top * (1 + vectors.shape[1] * 2.0**-23))
 
 
 class VectorIndex:
@@ -162,6 +173,8 @@ class VectorIndex:
         # its array may cost a quarter of the vectors' memory: dims * 4 / 8 / 4 slots an item
         self._where = Directory(slots_per_item=max(4, dims // 8))
         self._tail: int | None = None  # the slot appends go to
+        # a row: its vector, owner, first, count, died; no thread unless ``background``
+        self._prefaulter = Prefaulter(4 * dims + 24) if background else None
         self._live_rows = 0
         self._max_norm = 1.0  # bounds FAISS's rounding error; see the module docstring
         self._mutex = threading.Lock()  # the directory and publication of snapshots
@@ -192,12 +205,13 @@ class VectorIndex:
         counts = np.fromiter(map(len, prepared.values()), dtype=np.int64, count=len(prepared))
         blocks = [v for v in prepared.values() if len(v)]
         new = np.concatenate(blocks) if blocks else np.empty((0, self.dims), np.float32)
-        finite = np.isfinite(new).all(axis=1)
-        if not finite.all():
+        norm = _max_norm(new)
+        if not math.isfinite(norm):
+            finite = np.isfinite(new).all(axis=1)
             placed = ids[counts > 0]
             bad = int(np.searchsorted(np.cumsum(counts[counts > 0]), np.argmin(finite), "right"))
             raise ValueError(f"vectors of item {int(placed[bad])} contain NaN or inf")
-        self._write(ids, counts, new)
+        self._write(ids, counts, new, norm)
 
     def remove(self, item_ids: Iterable[int]) -> None:
         """Remove items and all their vectors; unknown ids are ignored. O(rows), no scan."""
@@ -220,20 +234,24 @@ class VectorIndex:
             raise ValueError(f"{len(ids)} item ids but {len(cnt)} counts")
         if len(ids) and (ids.min() < 0 or cnt.min() < 0):
             raise ValueError("item ids and counts must be non-negative")
-        if len(np.unique(ids)) != len(ids):
+        ascending = len(ids) < 2 or bool((ids[1:] > ids[:-1]).all())  # as a table reads
+        if not ascending and len(np.unique(ids)) != len(ids):
             raise ValueError("item ids must be unique")
         total = int(cnt.sum())
         if vecs.ndim != 2 or vecs.shape != (total, self.dims):
             raise ValueError(f"vectors must have shape ({total}, {self.dims}), got {vecs.shape}")
         vecs = vecs.astype(np.float32, copy=False)
-        if total and not np.isfinite(vecs.sum(axis=1, dtype=np.float64)).all():
+        norm = _max_norm(vecs)
+        if not math.isfinite(norm):
             raise ValueError("vectors contain NaN or inf")
-        self._write(ids, cnt, vecs)
+        self._write(ids, cnt, vecs, norm)
 
-    def _write(self, ids: I64, counts: I64, vectors: F32) -> None:
+    def _write(self, ids: I64, counts: I64, vectors: F32, norm: float | None = None) -> None:
         """Kill old blocks, append new ones past what readers see, publish. No waiting on
-        readers: they keep their snapshot, in which killed rows are still alive."""
-        norm = _max_norm(vectors)
+        readers: they keep their snapshot, in which killed rows are still alive. ``norm``:
+        :func:`_max_norm` of ``vectors``, when the caller has it."""
+        if norm is None:
+            norm = _max_norm(vectors)
         with self._write_mutex:
             snap = self._snap
             version = snap.version + 1
@@ -251,8 +269,8 @@ class VectorIndex:
                     if chunk is not None:
                         chunk.live = live
                 raise
-            for start in old[old >= 0].tolist():
-                self._kill(chunks, start, version)
+            self._kill(chunks, old[old >= 0], version)
+            self._prefault_tail(chunks, lengths)
             self._max_norm = max(self._max_norm, norm)
             self._live_rows += len(vectors)
             if self.ann is not None:
@@ -270,14 +288,30 @@ class VectorIndex:
             self._maybe_compact()
             self._maybe_build()
 
-    def _kill(self, chunks: list[Chunk | None], start: int, version: int) -> None:
-        chunk = chunks[start >> SHIFT]
+    def _kill(self, chunks: list[Chunk | None], starts: I64, version: int) -> None:
+        """Mark the blocks starting at global rows ``starts`` dead at ``version``."""
+        if not len(starts):
+            return
+        slots, local = starts >> SHIFT, starts & LOCAL_MASK
+        for slot in np.unique(slots).tolist():
+            chunk = chunks[slot]
+            assert chunk is not None
+            firsts = local[slots == slot]
+            counts = chunk.count[firsts].astype(np.int64)
+            rows = firsts if (counts == 1).all() else block_rows(firsts, counts)
+            chunk.died[rows] = version
+            chunk.live -= len(rows)
+            self._live_rows -= len(rows)
+
+    def _prefault_tail(self, chunks: list[Chunk | None], lengths: list[int]) -> None:
+        """Keep the tail chunk faulted in ahead of its rows (``prefault.py``)."""
+        if self._tail is None or self._prefaulter is None:
+            return
+        chunk = chunks[self._tail]
         assert chunk is not None
-        local = start & LOCAL_MASK
-        count = int(chunk.count[local])
-        chunk.died[local : local + count] = version
-        chunk.live -= count
-        self._live_rows -= count
+        chunk.populated = self._prefaulter.ahead(
+            chunk.arrays(), lengths[self._tail], chunk.populated
+        )
 
     def _place(
         self, chunks: list[Chunk | None], lengths: list[int], ids: I64, counts: I64, vectors: F32

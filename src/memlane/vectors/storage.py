@@ -63,7 +63,7 @@ def chunk_rows_for(dims: int) -> int:
 class Chunk:
     """Capacity-sized arrays for rows; only the writer appends, only past published rows."""
 
-    __slots__ = ("count", "died", "first", "live", "owner", "vecs")
+    __slots__ = ("count", "died", "first", "live", "owner", "populated", "vecs")
 
     def __init__(self, capacity: int, dims: int) -> None:
         self.vecs: F32 = np.empty((capacity, dims), dtype=np.float32)
@@ -72,6 +72,11 @@ class Chunk:
         self.count = np.empty(capacity, dtype=np.int32)  # rows in the block
         self.died: I64 = np.empty(capacity, dtype=np.int64)  # version of death, or ALIVE
         self.live = 0  # live rows, kept by the writer
+        self.populated = 0  # rows asked to be faulted in ahead of the writer (prefault.py)
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """Every per-row array (rows are their first axis)."""
+        return (self.vecs, self.owner, self.first, self.count, self.died)
 
     @property
     def capacity(self) -> int:
@@ -85,9 +90,14 @@ class Chunk:
         starts = offsets + at
         end = at + rows
         self.vecs[at:end] = vectors
-        self.owner[at:end] = np.repeat(owners, counts)
-        self.first[at:end] = np.repeat(starts, counts)
-        self.count[at:end] = np.repeat(counts, counts)
+        if rows == len(counts):  # one vector an item, the common case: no repeats
+            self.owner[at:end] = owners
+            self.first[at:end] = starts
+            self.count[at:end] = 1
+        else:
+            self.owner[at:end] = np.repeat(owners, counts)
+            self.first[at:end] = np.repeat(starts, counts)
+            self.count[at:end] = np.repeat(counts, counts)
         self.died[at:end] = ALIVE
         self.live += rows
         return starts
