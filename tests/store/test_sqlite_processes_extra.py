@@ -23,13 +23,17 @@ import numpy as np
 import pytest
 
 from memlane import HashingEmbeddings, IndexConfig, SqliteStore
+from memlane.store.sqlite import follower as follower_module
+from memlane.store.sqlite import inline as inline_module
 from memlane.store.sqlite import lease
 from memlane.store.sqlite import mirror as mirror_module
 from memlane.store.sqlite import store as store_module
 from memlane.store.sqlite import writer as writer_module
 from memlane.store.sqlite.follower import Follower
+from memlane.store.sqlite.policies import INLINE_FOLLOW_ITEMS
 from memlane.store.sqlite.schema import apply_migrations, configure
-from memlane.store.sqlite.stored_vectors import reload_items
+from memlane.store.sqlite.stored_vectors import replace_items
+from memlane.store.types import PutOp
 from memlane.vectors import VectorIndex
 
 pytestmark = pytest.mark.anyio
@@ -76,14 +80,16 @@ def hold_the_next_follow(
     watched = _WatchedLock(follower.lock)
     follower.lock = watched  # type: ignore[assignment]
     held, go = threading.Event(), threading.Event()
+    # on the follower's thread, which may wait: not on the loop's (small catch-ups run there)
+    monkeypatch.setattr(follower_module, "INLINE_FOLLOW_ITEMS", 0)
 
-    def held_reload(raw: sqlite3.Connection, vectors: Any, ids: Sequence[int]) -> None:
+    def held_replace(vectors: Any, ids: Sequence[int], rows: Sequence[Any]) -> None:
         if vectors is follower._mirror._vectors and not held.is_set():
             held.set()
             assert go.wait(10), "the test never let the follow go on"
-        reload_items(raw, vectors, ids)
+        replace_items(vectors, ids, rows)
 
-    monkeypatch.setattr(mirror_module, "reload_items", held_reload)
+    monkeypatch.setattr(mirror_module, "replace_items", held_replace)
     return watched, held, go
 
 
@@ -222,6 +228,148 @@ async def test_a_delete_elsewhere_leaves_this_processes_index_and_scope_map(
         under = scopes.ids_under("users.a", time.time())
         assert isinstance(under, np.ndarray) and gone not in under.tolist()
         assert len(scopes) == 1
+
+
+def no_background_follow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only reads catch up (patch before the stores open)."""
+    monkeypatch.setattr(store_module, "FOLLOW_EVERY_S", 3600.0)
+
+
+async def put_many(store: SqliteStore, ns: tuple[str, ...], keys: list[str]) -> None:
+    """One transaction (one change-log row) writing ``keys`` at version 1."""
+    await store.abatch(
+        [PutOp(ns, key, {"text": text_of(key, 1), "v": 1}) for key in keys]
+    )
+
+
+async def test_a_small_catch_up_runs_on_the_loop_and_a_large_one_on_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changes naming up to INLINE_FOLLOW_ITEMS items are applied on the loop's thread
+    (no hop); one more item sends the catch-up to the follower's thread. Both are seen."""
+    no_background_follow(monkeypatch)
+    path = tmp_path / "inline.db"
+    ns = ("users", "u1")
+    async with (
+        SqliteStore.open(path, index=config()) as a,
+        SqliteStore.open(path, index=config()) as b,
+    ):
+        follower = follower_of(a)
+        small = [f"s{n}" for n in range(INLINE_FOLLOW_ITEMS)]
+        await put_many(b, ns, small)
+        assert await finds(a, ns, small[-1], 1)
+        assert (follower.followed, follower.followed_inline) == (1, 1)
+        large = [f"l{n}" for n in range(INLINE_FOLLOW_ITEMS + 1)]
+        await put_many(b, ns, large)
+        assert await finds(a, ns, large[-1], 1)
+        assert await finds(a, ("users",), large[0], 1)
+        assert (follower.followed, follower.followed_inline) == (2, 1)
+
+
+async def test_an_inline_catch_up_out_of_budget_goes_to_the_thread_having_changed_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's read of the log and the rows stops at its step budget: nothing was
+    applied (reading and applying are separate steps), and the thread does it all."""
+    no_background_follow(monkeypatch)
+    monkeypatch.setattr(inline_module, "_TICK", 1)  # count every VM step
+    path = tmp_path / "budget.db"
+    ns = ("users", "u1")
+    async with (
+        SqliteStore.open(path, index=config()) as a,
+        SqliteStore.open(path, index=config()) as b,
+    ):
+        follower = follower_of(a)
+        follower._inline.budget = 40  # VM steps: too few to read the log and the rows
+        keys = [f"k{n}" for n in range(20)]
+        await put_many(b, ns, keys)
+        before = follower.applied
+        assert await finds(a, ns, keys[7], 1)
+        assert follower._inline.handed_off >= 1
+        assert follower.followed == 1 and follower.followed_inline == 0
+        assert follower.applied == latest_seq(path) > before
+        for key in keys:
+            assert await finds(a, ns, key, 1)
+
+
+def record_catch_ups(follower: Follower) -> list[float]:
+    """When each ``catch_up`` call began (so a test knows a read has asked for one)."""
+    calls: list[float] = []
+    catch_up = follower.catch_up
+
+    async def recorded() -> None:
+        calls.append(time.monotonic())
+        await catch_up()
+
+    follower.catch_up = recorded  # type: ignore[method-assign]
+    return calls
+
+
+async def test_a_read_arriving_after_a_catch_ups_snapshot_waits_for_it_and_looks_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A's follow on the thread has read the tables (held there); B then acknowledges k2;
+    a read of k2 that began after that must not take the held follow as covering it."""
+    no_background_follow(monkeypatch)
+    path = tmp_path / "again.db"
+    ns = ("users", "u1")
+    async with (
+        SqliteStore.open(path, index=config()) as a,
+        SqliteStore.open(path, index=config()) as b,
+    ):
+        _, held, go = hold_the_next_follow(monkeypatch, a)
+        calls = record_catch_ups(follower_of(a))
+        await put(b, ns, "k1", 1)
+        first = asyncio.create_task(finds(a, ns, "k1", 1))
+        second = None
+        try:
+            await until(held.is_set, "A's follow to read k1")
+            await put(b, ns, "k2", 1)
+            second = asyncio.create_task(finds(a, ns, "k2", 1))
+            await until(lambda: len(calls) == 2, "the read of k2 to ask for a catch-up")
+        finally:
+            go.set()
+        assert await first
+        assert second is not None and await second
+
+
+async def test_a_read_arriving_before_a_catch_ups_snapshot_is_covered_by_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that starts while a catch-up waits for the mirror lock (before its snapshot)
+    waits for that one catch-up only, though B committed again meanwhile."""
+    no_background_follow(monkeypatch)
+    path = tmp_path / "covered.db"
+    ns = ("users", "u1")
+    async with (
+        SqliteStore.open(path, index=config()) as a,
+        SqliteStore.open(path, index=config()) as b,
+    ):
+        follower = follower_of(a)
+        watched = _WatchedLock(follower.lock)
+        follower.lock = watched  # type: ignore[assignment]
+        reads: list[int | None] = []  # every look at the log, on either thread
+        read = follower._read
+
+        def counted(raw: sqlite3.Connection, limit: int | None) -> Any:
+            reads.append(limit)
+            return read(raw, limit)
+
+        follower._read = counted  # type: ignore[method-assign]
+        calls = record_catch_ups(follower)
+        await put(b, ns, "k1", 1)
+        assert watched._lock.acquire(blocking=False)  # as A's writer does while mirroring
+        try:
+            first = asyncio.create_task(finds(a, ns, "k1", 1))
+            await until(watched.follower_waits.is_set, "A's follow to wait for the lock")
+            second = asyncio.create_task(finds(a, ns, "k1", 1))
+            await until(lambda: len(calls) == 2, "the second read to ask for a catch-up")
+            await put(b, ns, "k2", 1)  # after both reads began, before the follow's snapshot
+        finally:
+            watched._lock.release()
+        assert await first and await second
+        assert reads == [None], "the second read looked at the log again"
+        assert await finds(a, ns, "k2", 1)
 
 
 async def test_a_store_behind_the_trimmed_log_reloads_its_index_and_scope_map(
@@ -387,10 +535,11 @@ async def test_healing_a_failed_mirror_never_undoes_a_newer_foreign_write(
                 assert go.wait(10)
                 vectors.load(*args)
 
-        def held_reload(raw: sqlite3.Connection, index: Any, ids: Sequence[int]) -> None:
-            reload_items(raw, Held() if index is vectors else index, ids)  # type: ignore[arg-type]
+        def held_replace(index: Any, ids: Sequence[int], rows: Sequence[Any]) -> None:
+            replace_items(Held() if index is vectors else index, ids, rows)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(mirror_module, "reload_items", held_reload)
+        monkeypatch.setattr(mirror_module, "replace_items", held_replace)
+        monkeypatch.setattr(follower_module, "INLINE_FOLLOW_ITEMS", 0)  # may wait: a thread
         follower = follower_of(a)
         watched = _WatchedLock(follower.lock)
         follower.lock = watched  # type: ignore[assignment]

@@ -6,22 +6,27 @@ does depend on the in-memory state (a vector or scoped query), :meth:`Follower.c
 
 1. asks ``PRAGMA data_version`` on the loop's thread whether any connection committed
    since the last look (microseconds, no thread hop);
-2. if so, lists the change log's sequence numbers since the last applied one: when all of
-   them are this process's own commits (its writer mirrored those before acknowledging
-   them), that is all;
-3. otherwise, on a thread, in one read transaction: reads the foreign changes and reloads
-   their items from the tables into the index and the map (``changelog.py``), or reloads
-   everything when the log was trimmed past the last applied change.
+2. if so, on the loop's thread within a bounded budget (as small reads do, ``inline.py``),
+   in one read transaction: lists the change log's sequence numbers since the last applied
+   one; when all of them are this process's own commits (its writer mirrored those before
+   acknowledging them), that is all; when the others' changes name at most
+   ``INLINE_FOLLOW_ITEMS`` items, it reads those items from the tables and applies them;
+3. otherwise (more items, the budget ran out, a lock was taken), the same on a thread,
+   or a reload of everything when the log was trimmed past the last applied change.
 
 So a write acknowledged by any process before a read starts is visible to that read.
+Reading and applying are separate steps (``Mirror.read``, ``Mirror.reload``): a read that
+ran out of budget changed nothing, and goes to the thread as it is.
 
 **The mirror lock.** The follower reloads items from the tables; this process's writer
 mirrors its own commit from memory. Both hold :attr:`Follower.lock` from before the
 writer's ``COMMIT`` until its mirror is applied, and for the follower's whole read-and-apply:
 so the follower never reads a row state that the writer then overwrites with an older one
-in memory, nor the other way round.
+in memory, nor the other way round. The loop's thread only ever tries the lock.
 
-One catch-up runs at a time; a read arriving meanwhile waits for it and looks again.
+One catch-up on the thread runs at a time. A read arriving meanwhile waits for it; if that
+catch-up's snapshot was taken after the read began, it covers the read, which then waits
+no longer (else the read looks again).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import asyncio
 import logging
 import sqlite3
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
@@ -38,15 +45,35 @@ import numpy as np
 from memlane.store.sqlite import changelog
 from memlane.store.sqlite.changelog import Change
 from memlane.store.sqlite.connection import run_on_connection_thread
-from memlane.store.sqlite.mirror import Mirror
-from memlane.store.sqlite.policies import PROBE_SEQS
-from memlane.store.sqlite.schema import READER_PRAGMAS
+from memlane.store.sqlite.inline import InlineReader, TooMuchWork
+from memlane.store.sqlite.mirror import Mirror, Reload
+from memlane.store.sqlite.policies import INLINE_FOLLOW_ITEMS, PROBE_SEQS
 from memlane.store.types import StoreClosedError
 
 __all__ = ["Follower"]
 
 log = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True, slots=True)
+class _Caught:
+    """What one read of the log found: the last seq it saw (None: nothing new), the
+    others' changes read from the tables (None: none), or that the log was trimmed past
+    what this process applied (``behind``: reload everything)."""
+
+    last: int | None = None
+    reload: Reload | None = None
+    followed: int = 0  # how many of the others' changes ``reload`` holds
+    behind: bool = False
+
+
+class _Run:
+    """A catch-up in progress on the thread: readers wait for ``done``; ``snapshot_from``:
+    a time before its read transaction's snapshot (set by the thread)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.snapshot_from = float("inf")
 
 
 class Follower:
@@ -62,20 +89,18 @@ class Follower:
     ) -> None:
         self.lock = threading.Lock()  # the mirror lock: see the module docstring
         self._conn = conn  # read transactions of a catch-up, on its own thread
-        # The probe lives on the loop's thread and never waits for a lock (busy_timeout 0).
-        self._probe = sqlite3.connect(str(path), isolation_level=None)
-        for pragma in READER_PRAGMAS:
-            self._probe.execute(pragma)
-        self._probe.execute("PRAGMA busy_timeout = 0")
+        # Lives on the loop's thread: never waits for a lock, bounded work (``inline.py``).
+        self._inline = InlineReader(path)
         self._mirror = mirror  # shared with this process's writer
         self.applied = applied  # every change up to this seq is in the index and the map
         self._own: set[int] = set()  # own seqs past ``applied``, already mirrored
         # None: look at the log on the first catch-up (commits may have landed since the
         # snapshot ``applied`` was read in, before this connection existed).
         self._version: int | None = None
-        self._running: asyncio.Future[None] | None = None
+        self._running: _Run | None = None
         self._closed = False
         self.followed = 0  # foreign changes applied (stats and tests)
+        self.followed_inline = 0  # of which applied on the loop's thread
         self.reloads = 0  # full reloads after falling behind the log's trim
 
     def committed(self, seq: int) -> None:
@@ -90,53 +115,43 @@ class Follower:
 
     async def catch_up(self) -> None:
         """Apply every commit made by another process before this call."""
+        asked = time.monotonic()
         while self._running is not None:
-            await asyncio.shield(self._running)  # then look again: it may have started early
+            running = self._running
+            await asyncio.shield(running.done)
+            if running.snapshot_from >= asked:
+                return  # its snapshot was taken after this call began: it covers it
         if self._closed:
             raise StoreClosedError("the store is closed")
-        version = self._data_version()
-        if version is not None and (version == self._version or self._only_own(version)):
+        version = self._inline.data_version()
+        if version is not None and (version == self._version or self._follow_inline(version)):
             return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._running = done
+        running = self._running = _Run(asyncio.get_running_loop())
         try:
-            await run_on_connection_thread(self._conn, lambda raw: self._follow(raw, version))
+            await run_on_connection_thread(
+                self._conn, lambda raw: self._follow(raw, version, running)
+            )
         finally:
             self._running = None
-            done.set_result(None)
+            running.done.set_result(None)
 
     def close(self) -> None:
         self._closed = True
-        self._probe.close()
+        self._inline.close()
 
     # ---- on the loop's thread ------------------------------------------------------------
 
-    def _data_version(self) -> int | None:
-        """None when it cannot be told without waiting (busy: a WAL reset, rare)."""
-        try:
-            return int(self._probe.execute("PRAGMA data_version").fetchone()[0])
-        except sqlite3.OperationalError:
-            return None
-
-    def _only_own(self, version: int) -> bool:
-        """Whether everything committed since the last look was this process's own (then
-        recorded as seen); False also when that cannot be told without waiting."""
+    def _follow_inline(self, version: int) -> bool:
+        """Catch up here when that is small work; False when it is for the thread."""
         if not self.lock.acquire(blocking=False):
-            return False
+            return False  # this process's writer is mirroring: the thread will wait for it
         try:
             try:
-                seqs = changelog.seqs_since(self._probe, self.applied, PROBE_SEQS + 1)
-            except sqlite3.OperationalError:
-                return False  # busy (a WAL reset, rare): the thread will wait for it
-            if len(seqs) > PROBE_SEQS:
-                return False  # a long way behind: not work for the loop's thread
-            if seqs and seqs[0] != self.applied + 1:
-                return False  # the log was trimmed past what this process applied
-            if any(seq not in self._own for seq in seqs):
+                caught = self._inline.run(lambda raw: self._read(raw, INLINE_FOLLOW_ITEMS))
+            except TooMuchWork:
                 return False
-            if seqs:
-                self.applied = seqs[-1]
-                self._own.difference_update(seqs)
+            self._apply(caught)
+            self.followed_inline += caught.followed
             self._version = version
             return True
         finally:
@@ -144,39 +159,79 @@ class Follower:
 
     # ---- on the follow connection's thread ------------------------------------------------
 
-    def _follow(self, raw: sqlite3.Connection, version: int | None) -> None:
+    def _follow(self, raw: sqlite3.Connection, version: int | None, running: _Run) -> None:
         with self.lock:
-            raw.execute("BEGIN")  # one snapshot for the log and the rows it names
-            try:
-                changes = changelog.read_since(raw, self.applied)
-                if changes and changes[0].seq != self.applied + 1:
-                    self._reload(raw)  # trimmed past what this process applied
-                else:
-                    foreign = [change for change in changes if change.seq not in self._own]
-                    if foreign:
-                        self._apply(raw, foreign, changes)
-                if changes:
-                    self.applied = changes[-1].seq
-                    self._own = {seq for seq in self._own if seq > self.applied}
-            finally:
-                raw.execute("COMMIT")
+            running.snapshot_from = time.monotonic()
+            caught = self._read(raw, None)
+            if caught.behind:
+                self._reload_all(raw)
+            else:
+                self._apply(caught)
             self._version = version
 
-    def _apply(
-        self, raw: sqlite3.Connection, foreign: list[Change], window: list[Change]
-    ) -> None:
-        """Apply ``foreign`` changes; ``window``: every change read, own ones included (an
-        item another process created may have been deleted since by this one's writer)."""
+    # ---- either thread, with the mirror lock held -----------------------------------------
+
+    def _read(self, raw: sqlite3.Connection, limit: int | None) -> _Caught:
+        """In one read transaction: what the log holds past ``applied``, and the others'
+        changes from the tables. ``limit``: at most that many items, or :class:`TooMuchWork`
+        (nothing in memory has changed then)."""
+        raw.execute("BEGIN")  # one snapshot for the log and the rows it names
+        try:
+            seqs = changelog.seqs_since(raw, self.applied, PROBE_SEQS + 1)
+            if limit is not None and len(seqs) > PROBE_SEQS:
+                raise TooMuchWork("a long way behind the log")
+            if not seqs:
+                return _Caught()
+            if seqs[0] != self.applied + 1:
+                if limit is not None:
+                    raise TooMuchWork("behind the log's trim")
+                return _Caught(behind=True)
+            own = self._own
+            if len(seqs) <= PROBE_SEQS and all(seq in own for seq in seqs):
+                return _Caught(last=seqs[-1])
+            changes = changelog.read_since(raw, self.applied)
+            foreign = [change for change in changes if change.seq not in own]
+            reload = self._read_foreign(raw, foreign, changes, limit) if foreign else None
+            return _Caught(last=changes[-1].seq, reload=reload, followed=len(foreign))
+        finally:
+            raw.execute("COMMIT")
+
+    def _read_foreign(
+        self,
+        raw: sqlite3.Connection,
+        foreign: list[Change],
+        window: list[Change],
+        limit: int | None,
+    ) -> Reload:
+        """The tables' state of ``foreign`` changes' items; ``window``: every change read,
+        own ones included (an item another process created may have been deleted since by
+        this one's writer)."""
         ids = np.unique(np.concatenate([change.item_ids for change in foreign])).tolist()
+        if limit is not None and len(ids) > limit:
+            raise TooMuchWork(f"{len(ids)} items changed elsewhere")
         removed = [pair for change in foreign for pair in change.removed]
         # ids are never reused: an id deleted anywhere in the window is gone for good
         gone = {item_id for change in window for _, item_id in change.removed}
         added = [pair for change in foreign for pair in change.added if pair[1] not in gone]
-        self._mirror.reload(raw, ids, added, removed)
-        self.followed += len(foreign)
+        return self._mirror.read(raw, ids, added, removed)
 
-    def _reload(self, raw: sqlite3.Connection) -> None:
+    def _apply(self, caught: _Caught) -> None:
+        """Memory only: the others' changes into the index and the map; ``applied`` on."""
+        if caught.reload is not None:
+            self._mirror.reload(caught.reload)
+            self.followed += caught.followed
+        if caught.last is not None:
+            self.applied = caught.last
+            self._own = {seq for seq in self._own if seq > caught.last}
+
+    def _reload_all(self, raw: sqlite3.Connection) -> None:
         log.info("memlane: this process fell behind the change log; reloading its index")
-        self._mirror.reload_all(raw)
-        self._own.clear()
+        raw.execute("BEGIN")  # the tables and the log's position in one snapshot
+        try:
+            latest = changelog.latest_seq(raw)
+            self._mirror.reload_all(raw)
+        finally:
+            raw.execute("COMMIT")
+        self.applied = latest
+        self._own.clear()  # every own commit was mirrored before we took the lock
         self.reloads += 1

@@ -75,6 +75,16 @@ class InlineReader:
         self.inline_reads += 1
         return result
 
+    def data_version(self) -> int | None:
+        """``PRAGMA data_version``: it changes whenever another connection commits. None
+        when that cannot be told without waiting (busy: a WAL reset, rare)."""
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+        try:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.OperationalError:
+            return None
+
     def close(self) -> None:
         self._closed = True
         self._conn.close()

@@ -14,8 +14,9 @@ index silently stale:
   damaged blob) leaves the index: missing beats stale.
 
 The follower (``follower.py``) brings other processes' commits in through the same door:
-:meth:`Mirror.reload` makes the index and the map hold what the tables hold for some items,
-:meth:`Mirror.reload_all` for every item.
+:meth:`Mirror.read` reads what the tables hold for some items (SQL only) and
+:meth:`Mirror.reload` applies it (memory only); :meth:`Mirror.reload_all` does both for
+every item.
 """
 
 from __future__ import annotations
@@ -24,19 +25,34 @@ import itertools
 import logging
 import math
 import sqlite3
+from dataclasses import dataclass
 
 from memlane.store.sqlite.scopes import ScopeMap
-from memlane.store.sqlite.stored_vectors import load_vectors, reload_items
+from memlane.store.sqlite.stored_vectors import load_vectors, read_rows, replace_items
 from memlane.store.sqlite.transaction import Changes, touched
 from memlane.vectors import VectorIndex
 
-__all__ = ["REPAIR_SLICE", "Mirror", "MirrorError"]
+__all__ = ["REPAIR_SLICE", "Mirror", "MirrorError", "Reload"]
 
 log = logging.getLogger(__name__)
 
 # Items repaired per commit after a failed mirror: bounds the extra work of one commit.
 REPAIR_SLICE = 4_096
 _EARLIEST_EXPIRY = "SELECT MIN(expires_at) FROM items WHERE expires_at IS NOT NULL"
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """What the tables held for another process's changes, read in one snapshot
+    (:meth:`Mirror.read`, which needs the file) and applied by :meth:`Mirror.reload`
+    (memory only): so the read may run within a bounded budget, and fail, before anything
+    in memory changed."""
+
+    item_ids: list[int]  # every item the changes touched
+    rows: list[tuple[int, bytes]]  # (item id, stored vectors) of those that have vectors
+    added: list[tuple[str, int]]  # (namespace, id) of the items created
+    removed: list[tuple[str, int]]  # (namespace, id) of the items deleted
+    earliest: float  # the earliest expiry in the table then: the scope map's lower bound
 
 
 class MirrorError(Exception):
@@ -90,26 +106,37 @@ class Mirror:
         if not self.unmirrored or self._vectors is None:
             return
         item_ids = list(itertools.islice(self.unmirrored, REPAIR_SLICE))
-        self.unmirrored.difference_update(self._reload_vectors(raw, item_ids))
+        try:
+            rows = read_rows(raw, item_ids)
+        except Exception:
+            log.exception("memlane could not read vectors to repair its index; will retry")
+            return
+        self.unmirrored.difference_update(self._replace_vectors(item_ids, rows))
 
-    def reload(
+    def read(
         self,
         raw: sqlite3.Connection,
         item_ids: list[int],
         added: list[tuple[str, int]],
         removed: list[tuple[str, int]],
-    ) -> None:
-        """Make the index hold what the tables hold for ``item_ids`` and the scope map
-        gain ``added`` and lose ``removed`` ((namespace, id) pairs): another process's
-        changes, inside the caller's read transaction."""
-        self._reload_vectors(raw, item_ids)
+    ) -> Reload:
+        """What the tables hold for another process's changes (inside the caller's read
+        transaction): ``item_ids`` changed, ``added`` and ``removed`` ((namespace, id)
+        pairs) joined and left namespaces. SQL only; :meth:`reload` applies it."""
+        rows = read_rows(raw, item_ids) if self._vectors is not None else []
+        earliest = math.inf
+        if self._scopes is not None and not self._scopes.broken:
+            (floor,) = raw.execute(_EARLIEST_EXPIRY).fetchone()
+            earliest = math.inf if floor is None else float(floor)
+        return Reload(item_ids, rows, added, removed, earliest)
+
+    def reload(self, reload: Reload) -> None:
+        """Make the index and the scope map hold what :meth:`read` found. Memory only."""
+        self.unmirrored.difference_update(self._replace_vectors(reload.item_ids, reload.rows))
         if self._scopes is None or self._scopes.broken:
             return
-        # The true earliest expiry now: a lower bound for the scope map (see scopes.py).
-        (floor,) = raw.execute(_EARLIEST_EXPIRY).fetchone()
-        earliest = math.inf if floor is None else float(floor)
         try:
-            self._scopes.apply(added, removed, expiry_floor=earliest)
+            self._scopes.apply(reload.added, reload.removed, expiry_floor=reload.earliest)
         except Exception:
             log.exception("memlane's scope map failed; scoped searches go to SQL from now on")
 
@@ -124,24 +151,27 @@ class Mirror:
         if self._scopes is not None:
             self._scopes.load(raw)
 
-    def _reload_vectors(self, raw: sqlite3.Connection, item_ids: list[int]) -> list[int]:
-        """Reload ``item_ids`` from the vectors table (the truth, so each gets its latest
-        state); the ids now right in the index (those that could be neither reloaded nor
-        removed are left out: try again later)."""
+    def _replace_vectors(
+        self, item_ids: list[int], rows: list[tuple[int, bytes]]
+    ) -> list[int]:
+        """Make the index hold ``rows`` for ``item_ids``; the ids now right in the index
+        (those that could be neither replaced nor removed are left out: try again later)."""
         if self._vectors is None:
             return item_ids
         try:
-            reload_items(raw, self._vectors, item_ids)
+            replace_items(self._vectors, item_ids, rows)
             return item_ids
         except Exception:
             # One by one, so that the items at fault do not hold the others back.
-            return [item_id for item_id in item_ids if self._reload_one(raw, item_id)]
+            by_id = dict(rows)
+            return [item_id for item_id in item_ids if self._replace_one(item_id, by_id)]
 
-    def _reload_one(self, raw: sqlite3.Connection, item_id: int) -> bool:
-        """Reload one item, or drop it from the index (missing beats stale)."""
+    def _replace_one(self, item_id: int, by_id: dict[int, bytes]) -> bool:
+        """Replace one item, or drop it from the index (missing beats stale)."""
         assert self._vectors is not None
         try:
-            reload_items(raw, self._vectors, [item_id])
+            row = [(item_id, by_id[item_id])] if item_id in by_id else []
+            replace_items(self._vectors, [item_id], row)
             return True
         except Exception:
             log.exception("memlane could not reload item %d into the vector index", item_id)

@@ -17,6 +17,7 @@ __all__ = [
     "GET_KEY_CHUNK",
     "INLINE_COMMIT_ROWS",
     "INLINE_COMMIT_ROWS_WITH_VECTORS",
+    "INLINE_FOLLOW_ITEMS",
     "INLINE_READ_STEPS",
     "LOG_KEEP_S",
     "LOG_TRIM_EVERY_S",
@@ -71,6 +72,10 @@ FOLLOW_EVERY_S: Final = 0.02
 # At most this many log rows are listed on the loop's thread to tell whether they are all
 # this process's own commits (~30-50 us); more go to the follower's thread.
 PROBE_SEQS: Final = 256
+# A catch-up whose other processes' changes name at most this many items runs on the loop's
+# thread (its reads within INLINE_READ_STEPS), skipping two thread hops; more go to the
+# follower's thread (docs/deployment.md, "How a process follows the others").
+INLINE_FOLLOW_ITEMS: Final = 128
 
 # While another process holds SQLite's write lock, a writer retries BEGIN IMMEDIATE after
 # these pauses (doubling from the first to the second, seconds): an attempt costs

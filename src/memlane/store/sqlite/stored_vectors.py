@@ -1,5 +1,6 @@
-"""Loading the vector index from the vectors table: all of it on open, or some items
-again when mirroring a commit into the index failed (the table is the truth)."""
+"""Loading the vector index from the vectors table: all of it on open, or some items again
+(another process changed them, or mirroring a commit failed: the table is the truth). The
+reads need the file, the replacing only memory, so the two are separate steps."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from memlane.vectors import VectorIndex
 
-__all__ = ["load_vectors", "reload_items"]
+__all__ = ["load_vectors", "read_rows", "replace_items"]
 
 _ID_CHUNK = 500
 
@@ -25,18 +26,27 @@ def load_vectors(raw: sqlite3.Connection, vectors: VectorIndex) -> None:
     _load_rows(raw.execute("SELECT item_id, embedding FROM vectors").fetchall(), vectors)
 
 
-def reload_items(raw: sqlite3.Connection, vectors: VectorIndex, item_ids: Sequence[int]) -> None:
-    """Make the index hold exactly what the table holds for ``item_ids`` (an item with no
-    stored vectors, deleted or unindexed, leaves the index)."""
+def read_rows(raw: sqlite3.Connection, item_ids: Sequence[int]) -> list[tuple[int, bytes]]:
+    """The stored ``(item id, vectors blob)`` of those of ``item_ids`` that have any."""
     rows: list[tuple[int, bytes]] = []
     for start in range(0, len(item_ids), _ID_CHUNK):
         chunk = list(item_ids[start : start + _ID_CHUNK])
         marks = ",".join("?" * len(chunk))
         sql = f"SELECT item_id, embedding FROM vectors WHERE item_id IN ({marks})"
         rows.extend(raw.execute(sql, chunk).fetchall())
+    return rows
+
+
+def replace_items(
+    vectors: VectorIndex, item_ids: Sequence[int], rows: Sequence[tuple[int, bytes]]
+) -> None:
+    """Make the index hold exactly ``rows`` (from :func:`read_rows`) for ``item_ids``: an
+    item without a row (deleted or unindexed) leaves the index. Memory only."""
     stored = {row[0] for row in rows}
-    vectors.remove([item_id for item_id in item_ids if item_id not in stored])
-    _load_rows(rows, vectors)
+    gone = [item_id for item_id in item_ids if item_id not in stored]
+    if gone:
+        vectors.remove(gone)
+    _load_rows(list(rows), vectors)
 
 
 def _load_rows(rows: list[tuple[int, bytes]], vectors: VectorIndex) -> None:
