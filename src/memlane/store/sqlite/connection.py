@@ -10,7 +10,7 @@ and a test checks it is still there.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,11 +23,14 @@ __all__ = ["connect", "run_on_connection_thread"]
 T = TypeVar("T")
 
 
-async def connect(path: Path, *, read_only: bool = False) -> aiosqlite.Connection:
-    """Open a connection in autocommit mode: transactions are explicit (BEGIN IMMEDIATE)."""
+async def connect(
+    path: Path, *, read_only: bool = False, pragmas: Sequence[str] = READER_PRAGMAS
+) -> aiosqlite.Connection:
+    """Open a connection in autocommit mode: transactions are explicit (BEGIN IMMEDIATE);
+    a ``read_only`` one runs ``pragmas``."""
     conn = await aiosqlite.connect(str(path), isolation_level=None, check_same_thread=False)
     if read_only:
-        for pragma in READER_PRAGMAS:
+        for pragma in pragmas:
             await conn.execute(pragma)
     return conn
 

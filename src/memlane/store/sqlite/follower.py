@@ -48,6 +48,7 @@ from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.inline import InlineReader, TooMuchWork
 from memlane.store.sqlite.mirror import Mirror, Reload
 from memlane.store.sqlite.policies import INLINE_FOLLOW_ITEMS, PROBE_SEQS
+from memlane.store.sqlite.schema import FOLLOWER_PRAGMAS
 from memlane.store.types import StoreClosedError
 
 __all__ = ["Follower"]
@@ -90,7 +91,7 @@ class Follower:
         self.lock = threading.Lock()  # the mirror lock: see the module docstring
         self._conn = conn  # read transactions of a catch-up, on its own thread
         # Lives on the loop's thread: never waits for a lock, bounded work (``inline.py``).
-        self._inline = InlineReader(path)
+        self._inline = InlineReader(path, pragmas=FOLLOWER_PRAGMAS)
         self._mirror = mirror  # shared with this process's writer
         self.applied = applied  # every change up to this seq is in the index and the map
         self._own: set[int] = set()  # own seqs past ``applied``, already mirrored

@@ -20,7 +20,7 @@ snapshot, and the writer resolves callers only after their commit.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -43,12 +43,14 @@ class TooMuchWork(Exception):
 class InlineReader:
     """A read-only connection owned by the loop's thread; ``run`` or raise TooMuchWork."""
 
-    def __init__(self, path: Path, *, budget: int = DEFAULT_BUDGET) -> None:
+    def __init__(
+        self, path: Path, *, budget: int = DEFAULT_BUDGET, pragmas: Sequence[str] = READER_PRAGMAS
+    ) -> None:
         self.budget = budget
         self.inline_reads = 0  # reads answered here (tests and benchmarks read these)
         self.handed_off = 0  # reads that went to a pooled reader instead
         self._conn = sqlite3.connect(str(path), isolation_level=None)
-        for pragma in READER_PRAGMAS:
+        for pragma in pragmas:
             self._conn.execute(pragma)
         self._conn.execute("PRAGMA busy_timeout = 0")
         self._closed = False

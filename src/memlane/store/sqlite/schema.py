@@ -105,6 +105,10 @@ READER_PRAGMAS = (
     "PRAGMA cache_size = -16384",  # 16 MiB per reader
     f"PRAGMA mmap_size = {1 << 30}",  # address space only; pages come from the OS cache
 )
+# The follower's connections read a few pages right after each of another process's
+# commits: mapping the file gains them nothing and its remaps cost them (measured: catch-up
+# p99 4-6 ms without the map, 15-19 ms with it; benchmarks/README.md, "Many processes").
+FOLLOWER_PRAGMAS = (*READER_PRAGMAS, "PRAGMA mmap_size = 0")
 
 
 def apply_migrations(conn: sqlite3.Connection, now_micros: int) -> int:

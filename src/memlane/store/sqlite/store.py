@@ -55,6 +55,7 @@ from memlane.store.sqlite.policies import (
 )
 from memlane.store.sqlite.reader import Readers
 from memlane.store.sqlite.schema import (
+    FOLLOWER_PRAGMAS,
     Synchronous,
     apply_migrations,
     check_index,
@@ -341,7 +342,7 @@ class SqliteStore(BaseStore):
                     return applied
 
                 applied = await run_on_connection_thread(writer_conn, load)
-                follow_conn = await connect(db_path, read_only=True)
+                follow_conn = await connect(db_path, read_only=True, pragmas=FOLLOWER_PRAGMAS)
                 resources.push_async_callback(follow_conn.close)
                 await follow_conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
                 follower = Follower(db_path, follow_conn, mirror=mirror, applied=applied)
