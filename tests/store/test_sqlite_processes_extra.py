@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +230,16 @@ async def test_a_delete_elsewhere_leaves_this_processes_index_and_scope_map(
         assert len(scopes) == 1
 
 
+@contextlib.asynccontextmanager
+async def two_stores(path: Path) -> AsyncIterator[tuple[SqliteStore, SqliteStore]]:
+    """Two indexed stores on one file, as two processes would have."""
+    async with (
+        SqliteStore.open(path, index=config()) as a,
+        SqliteStore.open(path, index=config()) as b,
+    ):
+        yield a, b
+
+
 def no_background_follow(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only reads catch up (patch before the stores open)."""
     monkeypatch.setattr(store_module, "FOLLOW_EVERY_S", 3600.0)
@@ -250,10 +260,7 @@ async def test_a_small_catch_up_runs_on_the_loop_and_a_large_one_on_the_thread(
     no_background_follow(monkeypatch)
     path = tmp_path / "inline.db"
     ns = ("users", "u1")
-    async with (
-        SqliteStore.open(path, index=config()) as a,
-        SqliteStore.open(path, index=config()) as b,
-    ):
+    async with two_stores(path) as (a, b):
         follower = follower_of(a)
         small = [f"s{n}" for n in range(INLINE_FOLLOW_ITEMS)]
         await put_many(b, ns, small)
@@ -275,10 +282,7 @@ async def test_an_inline_catch_up_out_of_budget_goes_to_the_thread_having_change
     monkeypatch.setattr(inline_module, "_TICK", 1)  # count every VM step
     path = tmp_path / "budget.db"
     ns = ("users", "u1")
-    async with (
-        SqliteStore.open(path, index=config()) as a,
-        SqliteStore.open(path, index=config()) as b,
-    ):
+    async with two_stores(path) as (a, b):
         follower = follower_of(a)
         follower._inline.budget = 40  # VM steps: too few to read the log and the rows
         keys = [f"k{n}" for n in range(20)]
@@ -313,10 +317,7 @@ async def test_a_read_arriving_after_a_catch_ups_snapshot_waits_for_it_and_looks
     no_background_follow(monkeypatch)
     path = tmp_path / "again.db"
     ns = ("users", "u1")
-    async with (
-        SqliteStore.open(path, index=config()) as a,
-        SqliteStore.open(path, index=config()) as b,
-    ):
+    async with two_stores(path) as (a, b):
         _, held, go = hold_the_next_follow(monkeypatch, a)
         calls = record_catch_ups(follower_of(a))
         await put(b, ns, "k1", 1)
@@ -341,10 +342,7 @@ async def test_a_read_arriving_before_a_catch_ups_snapshot_is_covered_by_it(
     no_background_follow(monkeypatch)
     path = tmp_path / "covered.db"
     ns = ("users", "u1")
-    async with (
-        SqliteStore.open(path, index=config()) as a,
-        SqliteStore.open(path, index=config()) as b,
-    ):
+    async with two_stores(path) as (a, b):
         follower = follower_of(a)
         watched = _WatchedLock(follower.lock)
         follower.lock = watched  # type: ignore[assignment]

@@ -56,9 +56,17 @@ def test_an_index_keeps_its_tail_chunk_faulted_in_ahead() -> None:
     index = VectorIndex(64)
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((3_000, 64)).astype(np.float32)
-    for start in range(0, 3_000, 100):
+    for start in range(0, 2_900, 100):
         ids = np.arange(start, start + 100, dtype=np.int64)
         index.load(ids, np.ones(100, dtype=np.int64), vectors[start : start + 100])
+    faulter = index._prefaulter
+    assert faulter is not None
+    deadline = time.monotonic() + 10
+    while faulter._busy.is_set():  # writes meanwhile leave the mark where it was
+        assert time.monotonic() < deadline, "the prefault thread never finished"
+        time.sleep(0.001)
+    ids = np.arange(2_900, 3_000, dtype=np.int64)
+    index.load(ids, np.ones(100, dtype=np.int64), vectors[2_900:])
     tail = index._snap.chunks[index._tail]  # type: ignore[index]
     assert tail is not None and tail.populated > 3_000
     for item in (0, 1_234, 2_999):
