@@ -252,6 +252,10 @@ async def put_many(store: SqliteStore, ns: tuple[str, ...], keys: list[str]) -> 
     )
 
 
+FOLLOWED_NS = ("users", "u1")
+MANY_KEYS = [f"k{n}" for n in range(INLINE_FOLLOW_ITEMS + 72)]  # past the inline limit
+
+
 async def test_a_small_catch_up_runs_on_the_loop_and_a_large_one_on_the_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -368,6 +372,149 @@ async def test_a_read_arriving_before_a_catch_ups_snapshot_is_covered_by_it(
         assert await first and await second
         assert reads == [None], "the second read looked at the log again"
         assert await finds(a, ns, "k2", 1)
+
+
+async def test_a_cancelled_catch_up_covers_none_of_its_waiters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read that started a thread catch-up is cancelled (a timeout) before it ran: a
+    read waiting for it must still see B's acknowledged write (the catch-up runs on)."""
+    no_background_follow(monkeypatch)
+    async with two_stores(tmp_path / "c.db") as (a, b):
+        follower = follower_of(a)
+        entered, go = threading.Event(), threading.Event()
+        follow = follower._follow
+
+        def held(raw: sqlite3.Connection, version: Any, running: Any) -> None:
+            entered.set()
+            assert go.wait(10)
+            follow(raw, version, running)
+
+        follower._follow = held  # type: ignore[method-assign]
+        calls = record_catch_ups(follower)
+        await put_many(b, FOLLOWED_NS, MANY_KEYS)
+        first = asyncio.create_task(finds(a, FOLLOWED_NS, MANY_KEYS[0], 1))
+        try:
+            await until(entered.is_set, "the thread catch-up to start")
+            second = asyncio.create_task(finds(a, FOLLOWED_NS, MANY_KEYS[0], 1))
+            await until(lambda: len(calls) == 2, "the second read to wait")
+            first.cancel()  # e.g. asyncio.wait_for timing out the first search
+            await asyncio.gather(first, return_exceptions=True)
+            for _ in range(20):  # loop turns: a waiter taking it as covered returns now
+                await asyncio.sleep(0)
+            go.set()
+            ok = await asyncio.wait_for(second, 5)
+        finally:
+            go.set()
+        assert ok, "B's acknowledged write is missing from A's vector search"
+
+
+async def test_a_failed_catch_up_covers_none_of_its_waiters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread catch-up fails once (a read error): its caller gets the error, a read
+    waiting for it looks again and sees B's acknowledged write."""
+    no_background_follow(monkeypatch)
+    async with two_stores(tmp_path / "f.db") as (a, b):
+        follower = follower_of(a)
+        entered, go = threading.Event(), threading.Event()
+        follow = follower._follow
+
+        def held(raw: sqlite3.Connection, version: Any, running: Any) -> None:
+            entered.set()
+            assert go.wait(10)
+            follow(raw, version, running)
+
+        follower._follow = held  # type: ignore[method-assign]
+        mirror = follower._mirror
+        read = mirror.read
+        failed: list[int] = []
+
+        def failing_read(*args: Any) -> Any:
+            if not failed:  # once: e.g. SQLITE_BUSY past busy_timeout, a damaged page
+                failed.append(1)
+                raise sqlite3.OperationalError("database is locked")
+            return read(*args)
+
+        mirror.read = failing_read  # type: ignore[method-assign, assignment]
+        calls = record_catch_ups(follower)
+        await put_many(b, FOLLOWED_NS, MANY_KEYS)
+        first = asyncio.create_task(finds(a, FOLLOWED_NS, MANY_KEYS[0], 1))
+        try:
+            await until(entered.is_set, "the thread catch-up to start")
+            second = asyncio.create_task(finds(a, FOLLOWED_NS, MANY_KEYS[0], 1))
+            await until(lambda: len(calls) == 2, "the second read to wait")
+        finally:
+            go.set()
+        with pytest.raises(sqlite3.OperationalError):
+            await first
+        assert await second, "a waiter took a failed catch-up as covering it"
+
+
+async def test_a_read_arriving_during_a_catch_ups_read_transaction_is_not_covered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held inside the read transaction (its snapshot taken): B then acknowledges k2; a
+    read of k2 that begins now must look again (kills snapshot_from taken after _read)."""
+    no_background_follow(monkeypatch)
+    async with two_stores(tmp_path / "t.db") as (a, b):
+        follower = follower_of(a)
+        entered, go = threading.Event(), threading.Event()
+        mirror = follower._mirror
+        read = mirror.read
+
+        def held_read(*args: Any) -> Any:
+            if not entered.is_set():
+                entered.set()
+                assert go.wait(10)
+            return read(*args)
+
+        mirror.read = held_read  # type: ignore[method-assign, assignment]
+        calls = record_catch_ups(follower)
+        await put_many(b, FOLLOWED_NS, MANY_KEYS)
+        first = asyncio.create_task(finds(a, FOLLOWED_NS, MANY_KEYS[0], 1))
+        try:
+            await until(entered.is_set, "the thread catch-up to be inside its snapshot")
+            await put_many(b, FOLLOWED_NS, ["late"])
+            second = asyncio.create_task(finds(a, FOLLOWED_NS, "late", 1))
+            await until(lambda: len(calls) == 2, "the second read to wait")
+        finally:
+            go.set()
+        assert await first
+        assert await second, "a read that began after the catch-up's snapshot was covered"
+
+
+async def test_a_commit_landing_during_a_full_reload_is_followed_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``_reload_all`` must take the log's position in its own snapshot: a commit landing
+    while it reloads is not in memory, so ``applied`` must stay before it."""
+    log_keeps_nothing(monkeypatch)
+    async with two_stores(tmp_path / "r.db") as (a, b):
+        await put(b, FOLLOWED_NS, "k0", 0)
+        assert await finds(a, FOLLOWED_NS, "k0", 0)
+        for n in range(1, 4):
+            await put(b, FOLLOWED_NS, f"k{n}", n)  # trimmed past A
+        follower = follower_of(a)
+        mirror = follower._mirror
+        reload_all = mirror.reload_all
+        held, go = threading.Event(), threading.Event()
+
+        def held_reload_all(raw: sqlite3.Connection) -> None:
+            reload_all(raw)
+            held.set()
+            assert go.wait(10)
+
+        mirror.reload_all = held_reload_all  # type: ignore[method-assign]
+        first = asyncio.create_task(finds(a, FOLLOWED_NS, "k3", 3))
+        try:
+            await until(held.is_set, "A's full reload to have read the tables")
+            await put(b, FOLLOWED_NS, "late", 1)
+        finally:
+            go.set()
+        assert await first
+        assert follower.reloads == 1
+        assert await finds(a, FOLLOWED_NS, "late", 1), "a commit during the reload was skipped"
 
 
 async def test_a_store_behind_the_trimmed_log_reloads_its_index_and_scope_map(

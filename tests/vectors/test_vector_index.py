@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 import memlane.vectors.index as index_module
 from memlane.vectors import VectorIndex
+from memlane.vectors.index import _max_norm
 
 DIMS = 16
 
@@ -358,3 +360,35 @@ def test_an_empty_block_of_the_wrong_width_is_refused_not_taken_for_a_removal() 
     assert 1 in index
     index.upsert([(1, np.empty((0, DIMS), dtype=np.float32))])  # the right width: removed
     assert 1 not in index
+
+
+@pytest.mark.parametrize("dims", [1, 3, 64, 4096])
+def test_the_norm_bound_never_under_estimates(dims: int) -> None:
+    """The float32 sum of squares, raised by its error bound, stays above the exact norm
+    (FAISS's rounding bound, and so exact search, rests on it)."""
+    rng = np.random.default_rng(dims)
+    spike = rng.standard_normal((20, dims)) * 1e-3
+    spike[:, 0] = 1e18
+    cases = [np.full((2, dims), 1 + 2**-12), rng.standard_normal((20, dims)), spike]
+    for case in cases:
+        rows = case.astype(np.float32)
+        exact = math.sqrt(max(math.fsum(float(x) ** 2 for x in row) for row in rows))
+        assert _max_norm(rows) >= exact
+
+
+def test_finite_vectors_whose_squares_overflow_float32_are_accepted() -> None:
+    index = VectorIndex(dims=8)
+    rows = np.full((1, 8), 1e20, np.float32)  # the squares overflow float32, the norm not
+    index.upsert([(1, rows)])
+    index.load(np.array([2]), np.array([1]), rows)
+    assert 1 in index and 2 in index
+
+
+def test_overwriting_multi_vector_items_keeps_the_live_row_counts() -> None:
+    """Every row of an overwritten block dies (compaction is planned from these counts)."""
+    index = VectorIndex(4, background=False)
+    three = np.ones((3, 4), np.float32)
+    index.upsert([(item, three) for item in range(10)])
+    index.upsert([(item, three[:2]) for item in range(5)])  # 5 x 3 rows die, 5 x 2 arrive
+    tail = index._snap.chunks[index._tail]  # type: ignore[index]
+    assert tail is not None and tail.live == 5 * 2 + 5 * 3 == index._live_rows

@@ -24,9 +24,10 @@ writer's ``COMMIT`` until its mirror is applied, and for the follower's whole re
 so the follower never reads a row state that the writer then overwrites with an older one
 in memory, nor the other way round. The loop's thread only ever tries the lock.
 
-One catch-up on the thread runs at a time. A read arriving meanwhile waits for it; if that
-catch-up's snapshot was taken after the read began, it covers the read, which then waits
-no longer (else the read looks again).
+One catch-up on the thread runs at a time, to its end even when the read that started it
+gives up. A read arriving meanwhile waits for it; if that catch-up finished and its snapshot
+was taken after the read began, it covers the read, which then waits no longer (else, or
+when it failed, the read looks again).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class _Run:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.done: asyncio.Future[None] = loop.create_future()
         self.snapshot_from = float("inf")
+        self.finished = False  # set by the thread once its read-and-apply completed
 
 
 class Follower:
@@ -120,21 +122,27 @@ class Follower:
         while self._running is not None:
             running = self._running
             await asyncio.shield(running.done)
-            if running.snapshot_from >= asked:
-                return  # its snapshot was taken after this call began: it covers it
+            if running.finished and running.snapshot_from > asked:
+                return  # it applied a snapshot taken after this call began: it covers it
         if self._closed:
             raise StoreClosedError("the store is closed")
         version = self._inline.data_version()
         if version is not None and (version == self._version or self._follow_inline(version)):
             return
         running = self._running = _Run(asyncio.get_running_loop())
-        try:
-            await run_on_connection_thread(
-                self._conn, lambda raw: self._follow(raw, version, running)
-            )
-        finally:
-            self._running = None
+        job = asyncio.ensure_future(
+            run_on_connection_thread(self._conn, lambda raw: self._follow(raw, version, running))
+        )
+
+        def finish(job: asyncio.Future[None]) -> None:  # when the thread is done, not when
+            if not job.cancelled():  # the caller gives up (a cancelled search, a timeout)
+                job.exception()  # the caller sees it, if it still waits; others look again
+            if self._running is running:
+                self._running = None
             running.done.set_result(None)
+
+        job.add_done_callback(finish)
+        await asyncio.shield(job)
 
     def close(self) -> None:
         self._closed = True
@@ -169,6 +177,7 @@ class Follower:
             else:
                 self._apply(caught)
             self._version = version
+            running.finished = True
 
     # ---- either thread, with the mirror lock held -----------------------------------------
 
