@@ -374,6 +374,21 @@ async def test_a_read_arriving_before_a_catch_ups_snapshot_is_covered_by_it(
         assert await finds(a, ns, "k2", 1)
 
 
+def hold_thread_follows(follower: Follower) -> tuple[threading.Event, threading.Event]:
+    """Hold each catch-up on the follower's thread before it starts (``entered`` is then
+    set) until the test sets ``go``."""
+    entered, go = threading.Event(), threading.Event()
+    follow = follower._follow
+
+    def held(raw: sqlite3.Connection, version: Any, running: Any) -> None:
+        entered.set()
+        assert go.wait(10), "the test never let the follow go on"
+        follow(raw, version, running)
+
+    follower._follow = held  # type: ignore[method-assign]
+    return entered, go
+
+
 async def test_a_cancelled_catch_up_covers_none_of_its_waiters(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -382,15 +397,7 @@ async def test_a_cancelled_catch_up_covers_none_of_its_waiters(
     no_background_follow(monkeypatch)
     async with two_stores(tmp_path / "c.db") as (a, b):
         follower = follower_of(a)
-        entered, go = threading.Event(), threading.Event()
-        follow = follower._follow
-
-        def held(raw: sqlite3.Connection, version: Any, running: Any) -> None:
-            entered.set()
-            assert go.wait(10)
-            follow(raw, version, running)
-
-        follower._follow = held  # type: ignore[method-assign]
+        entered, go = hold_thread_follows(follower)
         calls = record_catch_ups(follower)
         await put_many(b, FOLLOWED_NS, MANY_KEYS)
         first = asyncio.create_task(finds(a, FOLLOWED_NS, MANY_KEYS[0], 1))
@@ -417,15 +424,7 @@ async def test_a_failed_catch_up_covers_none_of_its_waiters(
     no_background_follow(monkeypatch)
     async with two_stores(tmp_path / "f.db") as (a, b):
         follower = follower_of(a)
-        entered, go = threading.Event(), threading.Event()
-        follow = follower._follow
-
-        def held(raw: sqlite3.Connection, version: Any, running: Any) -> None:
-            entered.set()
-            assert go.wait(10)
-            follow(raw, version, running)
-
-        follower._follow = held  # type: ignore[method-assign]
+        entered, go = hold_thread_follows(follower)
         mirror = follower._mirror
         read = mirror.read
         failed: list[int] = []
@@ -454,8 +453,9 @@ async def test_a_failed_catch_up_covers_none_of_its_waiters(
 async def test_a_read_arriving_during_a_catch_ups_read_transaction_is_not_covered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Held inside the read transaction (its snapshot taken): B then acknowledges k2; a
-    read of k2 that begins now must look again (kills snapshot_from taken after _read)."""
+    """A's thread catch-up is held inside its read transaction (its snapshot taken); B then
+    acknowledges "late": a read of it that begins now must look again (so the catch-up's
+    time must be taken before its snapshot, not after its reads)."""
     no_background_follow(monkeypatch)
     async with two_stores(tmp_path / "t.db") as (a, b):
         follower = follower_of(a)
