@@ -30,7 +30,7 @@ from memlane.store.sqlite import mirror as mirror_module
 from memlane.store.sqlite import store as store_module
 from memlane.store.sqlite import writer as writer_module
 from memlane.store.sqlite.follower import Follower
-from memlane.store.sqlite.policies import INLINE_FOLLOW_ITEMS
+from memlane.store.sqlite.policies import INLINE_FOLLOW_ITEMS, INLINE_FOLLOW_WINDOW
 from memlane.store.sqlite.schema import apply_migrations, configure
 from memlane.store.sqlite.stored_vectors import replace_items
 from memlane.store.types import PutOp
@@ -277,6 +277,22 @@ async def test_a_small_catch_up_runs_on_the_loop_and_a_large_one_on_the_thread(
         assert (follower.followed, follower.followed_inline) == (2, 1)
 
 
+async def test_a_few_foreign_changes_behind_a_large_own_commit_go_to_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B's 3 items, then A's own commit of many: the log rows since A's last look are too
+    large to read on the loop (A's own rows are read too), so the thread applies B's."""
+    no_background_follow(monkeypatch)
+    ns = ("users", "u1")
+    async with two_stores(tmp_path / "window.db") as (a, b):
+        follower = follower_of(a)
+        await put_many(b, ns, ["b0", "b1", "b2"])
+        own = [f"a{n}" for n in range(INLINE_FOLLOW_WINDOW * INLINE_FOLLOW_ITEMS + 1)]
+        await put_many(a, ("users", "u2"), own)
+        assert await finds(a, ns, "b1", 1)
+        assert (follower.followed, follower.followed_inline) == (1, 0)
+
+
 async def test_an_inline_catch_up_out_of_budget_goes_to_the_thread_having_changed_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -389,6 +405,20 @@ def hold_thread_follows(follower: Follower) -> tuple[threading.Event, threading.
     return entered, go
 
 
+async def a_read_and_a_waiter(
+    a: SqliteStore, b: SqliteStore, entered: threading.Event
+) -> tuple[asyncio.Task[bool], asyncio.Task[bool]]:
+    """B writes MANY_KEYS; A's first read starts a thread catch-up (held: ``entered`` is
+    set) and a second read, begun after it, waits for that catch-up."""
+    calls = record_catch_ups(follower_of(a))
+    await put_many(b, FOLLOWED_NS, MANY_KEYS)
+    first = asyncio.create_task(finds(a, FOLLOWED_NS, MANY_KEYS[0], 1))
+    await until(entered.is_set, "the thread catch-up to start")
+    second = asyncio.create_task(finds(a, FOLLOWED_NS, MANY_KEYS[0], 1))
+    await until(lambda: len(calls) == 2, "the second read to wait")
+    return first, second
+
+
 async def test_a_cancelled_catch_up_covers_none_of_its_waiters(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -398,13 +428,8 @@ async def test_a_cancelled_catch_up_covers_none_of_its_waiters(
     async with two_stores(tmp_path / "c.db") as (a, b):
         follower = follower_of(a)
         entered, go = hold_thread_follows(follower)
-        calls = record_catch_ups(follower)
-        await put_many(b, FOLLOWED_NS, MANY_KEYS)
-        first = asyncio.create_task(finds(a, FOLLOWED_NS, MANY_KEYS[0], 1))
         try:
-            await until(entered.is_set, "the thread catch-up to start")
-            second = asyncio.create_task(finds(a, FOLLOWED_NS, MANY_KEYS[0], 1))
-            await until(lambda: len(calls) == 2, "the second read to wait")
+            first, second = await a_read_and_a_waiter(a, b, entered)
             first.cancel()  # e.g. asyncio.wait_for timing out the first search
             await asyncio.gather(first, return_exceptions=True)
             for _ in range(20):  # loop turns: a waiter taking it as covered returns now
@@ -416,6 +441,19 @@ async def test_a_cancelled_catch_up_covers_none_of_its_waiters(
         assert ok, "B's acknowledged write is missing from A's vector search"
 
 
+def before_mirror_reads(follower: Follower, hook: Callable[[], None]) -> None:
+    """Call ``hook`` in each of the follower's reads of the tables (inside its snapshot),
+    before the read itself."""
+    mirror = follower._mirror
+    read = mirror.read
+
+    def hooked(*args: Any) -> Any:
+        hook()
+        return read(*args)
+
+    mirror.read = hooked  # type: ignore[method-assign, assignment]
+
+
 async def test_a_failed_catch_up_covers_none_of_its_waiters(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -425,24 +463,16 @@ async def test_a_failed_catch_up_covers_none_of_its_waiters(
     async with two_stores(tmp_path / "f.db") as (a, b):
         follower = follower_of(a)
         entered, go = hold_thread_follows(follower)
-        mirror = follower._mirror
-        read = mirror.read
         failed: list[int] = []
 
-        def failing_read(*args: Any) -> Any:
-            if not failed:  # once: e.g. SQLITE_BUSY past busy_timeout, a damaged page
+        def fail_once() -> None:  # e.g. SQLITE_BUSY past busy_timeout, a damaged page
+            if not failed:
                 failed.append(1)
                 raise sqlite3.OperationalError("database is locked")
-            return read(*args)
 
-        mirror.read = failing_read  # type: ignore[method-assign, assignment]
-        calls = record_catch_ups(follower)
-        await put_many(b, FOLLOWED_NS, MANY_KEYS)
-        first = asyncio.create_task(finds(a, FOLLOWED_NS, MANY_KEYS[0], 1))
+        before_mirror_reads(follower, fail_once)
         try:
-            await until(entered.is_set, "the thread catch-up to start")
-            second = asyncio.create_task(finds(a, FOLLOWED_NS, MANY_KEYS[0], 1))
-            await until(lambda: len(calls) == 2, "the second read to wait")
+            first, second = await a_read_and_a_waiter(a, b, entered)
         finally:
             go.set()
         with pytest.raises(sqlite3.OperationalError):
@@ -460,16 +490,13 @@ async def test_a_read_arriving_during_a_catch_ups_read_transaction_is_not_covere
     async with two_stores(tmp_path / "t.db") as (a, b):
         follower = follower_of(a)
         entered, go = threading.Event(), threading.Event()
-        mirror = follower._mirror
-        read = mirror.read
 
-        def held_read(*args: Any) -> Any:
+        def hold_once() -> None:
             if not entered.is_set():
                 entered.set()
-                assert go.wait(10)
-            return read(*args)
+                assert go.wait(10), "the test never let the follow go on"
 
-        mirror.read = held_read  # type: ignore[method-assign, assignment]
+        before_mirror_reads(follower, hold_once)
         calls = record_catch_ups(follower)
         await put_many(b, FOLLOWED_NS, MANY_KEYS)
         first = asyncio.create_task(finds(a, FOLLOWED_NS, MANY_KEYS[0], 1))

@@ -31,6 +31,7 @@ import orjson
 __all__ = [
     "Change",
     "append",
+    "ids_logged_since",
     "latest_seq",
     "next_item_id",
     "next_item_id_and_index",
@@ -53,6 +54,8 @@ _APPEND = "INSERT INTO changes (item_ids, added, removed) VALUES (?, ?, ?)"
 _SINCE = "SELECT seq, item_ids, added, removed FROM changes WHERE seq > ? ORDER BY seq"
 _SEQS_SINCE = "SELECT seq FROM changes WHERE seq > ? ORDER BY seq LIMIT ?"
 _LATEST = "SELECT COALESCE(MAX(seq), 0) FROM changes"
+# length() of a blob comes from its record header: the ids themselves are not read
+_IDS_SINCE = "SELECT COALESCE(SUM(length(item_ids)), 0) FROM changes WHERE seq > ?"
 _TRIM = "DELETE FROM changes WHERE seq < ?"
 
 
@@ -124,6 +127,13 @@ def _pairs(text: str | None) -> list[tuple[str, int]]:
 def seqs_since(raw: sqlite3.Connection, seq: int, limit: int) -> list[int]:
     """Only the sequence numbers after ``seq``, at most ``limit`` (the primary key's range)."""
     return [int(row[0]) for row in raw.execute(_SEQS_SINCE, (seq, limit))]
+
+
+def ids_logged_since(raw: sqlite3.Connection, seq: int) -> int:
+    """How many item ids the changes after ``seq`` name, repeats counted (they bound the
+    pairs those rows hold too: every created or removed item is among its row's ids)."""
+    (size,) = raw.execute(_IDS_SINCE, (seq,)).fetchone()
+    return int(size) // 8
 
 
 def latest_seq(raw: sqlite3.Connection) -> int:

@@ -48,7 +48,7 @@ from memlane.store.sqlite.changelog import Change
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.inline import InlineReader, TooMuchWork
 from memlane.store.sqlite.mirror import Mirror, Reload
-from memlane.store.sqlite.policies import INLINE_FOLLOW_ITEMS, PROBE_SEQS
+from memlane.store.sqlite.policies import INLINE_FOLLOW_ITEMS, INLINE_FOLLOW_WINDOW, PROBE_SEQS
 from memlane.store.sqlite.schema import FOLLOWER_PRAGMAS
 from memlane.store.types import StoreClosedError
 
@@ -199,6 +199,11 @@ class Follower:
             own = self._own
             if len(seqs) <= PROBE_SEQS and all(seq in own for seq in seqs):
                 return _Caught(last=seqs[-1])
+            if limit is not None:
+                # the rows read here, own ones included, stay small payloads for the loop
+                logged = changelog.ids_logged_since(raw, self.applied)
+                if logged > INLINE_FOLLOW_WINDOW * limit:
+                    raise TooMuchWork(f"the log names {logged} items since the last look")
             changes = changelog.read_since(raw, self.applied)
             foreign = [change for change in changes if change.seq not in own]
             reload = self._read_foreign(raw, foreign, changes, limit) if foreign else None

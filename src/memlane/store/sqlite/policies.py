@@ -18,6 +18,7 @@ __all__ = [
     "INLINE_COMMIT_ROWS",
     "INLINE_COMMIT_ROWS_WITH_VECTORS",
     "INLINE_FOLLOW_ITEMS",
+    "INLINE_FOLLOW_WINDOW",
     "INLINE_READ_STEPS",
     "LOG_KEEP_S",
     "LOG_TRIM_EVERY_S",
@@ -76,6 +77,10 @@ PROBE_SEQS: Final = 256
 # thread (its reads within INLINE_READ_STEPS), skipping two thread hops; more go to the
 # follower's thread (docs/deployment.md, "How a process follows the others").
 INLINE_FOLLOW_ITEMS: Final = 128
+# And on the loop's thread the log rows since the last look may name at most this many
+# times INLINE_FOLLOW_ITEMS ids in all, this process's own rows included: they are read
+# whole, so their size is bounded before they are read.
+INLINE_FOLLOW_WINDOW: Final = 4
 
 # While another process holds SQLite's write lock, a writer retries BEGIN IMMEDIATE after
 # these pauses (doubling from the first to the second, seconds): an attempt costs
