@@ -1,9 +1,10 @@
-"""Lone surrogates and out-of-range numbers: refused at the call site with ``ValueError`` on
+"""Lone surrogates, NUL and out-of-range numbers: refused at the call site with ``ValueError`` on
 every store, before anything reaches a writer batch (where one caller's bad text would make
 the whole batch retry one put at a time)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,47 +21,72 @@ pytestmark = pytest.mark.anyio
 
 LONE = "\ud800"
 
-Call = Callable[[Any], Awaitable[Any]]
+Call = Callable[[Any, str], Awaitable[Any]]  # (store, the bad text) -> the call
 
-SURROGATE_CALLS: list[tuple[str, Call]] = [
-    ("value", lambda s: s.aput(("ns",), "k", {"text": f"hi {LONE}"})),
-    ("value", lambda s: s.aput(("ns",), "k", {"nested": [{"deep": LONE}]})),
-    ("key", lambda s: s.aput(("ns",), "k", {f"x{LONE}": 1})),
-    ("key", lambda s: s.aput(("ns",), f"k{LONE}", {"v": 1})),
-    ("namespace label", lambda s: s.aput(("ns", LONE), "k", {"v": 1})),
-    ("key", lambda s: s.aget(("ns",), LONE)),
-    ("namespace label", lambda s: s.aget((LONE,), "k")),
-    ("namespace_prefix label", lambda s: s.asearch((LONE,))),
-    ("query", lambda s: s.asearch(("ns",), query=f"music {LONE}")),
-    ("filter key", lambda s: s.asearch(("ns",), filter={f"f{LONE}": 1})),
-    ("operand", lambda s: s.asearch(("ns",), filter={"f": LONE})),
-    ("operand key", lambda s: s.asearch(("ns",), filter={"f": {"$eq": {LONE: 1}}})),
-    ("prefix label", lambda s: s.alist_namespaces(prefix=("ns", LONE))),
-    ("suffix label", lambda s: s.alist_namespaces(suffix=(LONE,))),
-    ("key", lambda s: s.adelete(("ns",), LONE)),
+BAD_TEXT_CALLS: list[tuple[str, Call]] = [
+    ("value", lambda s, x: s.aput(("ns",), "k", {"text": f"hi {x}"})),
+    ("value", lambda s, x: s.aput(("ns",), "k", {"nested": [{"deep": x}]})),
+    ("key", lambda s, x: s.aput(("ns",), "k", {f"x{x}": 1})),
+    ("key", lambda s, x: s.aput(("ns",), f"k{x}", {"v": 1})),
+    ("namespace label", lambda s, x: s.aput(("ns", x), "k", {"v": 1})),
+    ("key", lambda s, x: s.aget(("ns",), x)),
+    ("namespace label", lambda s, x: s.aget((x,), "k")),
+    ("namespace_prefix label", lambda s, x: s.asearch((x,))),
+    ("query", lambda s, x: s.asearch(("ns",), query=f"music {x}")),
+    ("filter key", lambda s, x: s.asearch(("ns",), filter={f"f{x}": 1})),
+    ("operand", lambda s, x: s.asearch(("ns",), filter={"f": x})),
+    ("operand key", lambda s, x: s.asearch(("ns",), filter={"f": {"$eq": {x: 1}}})),
+    ("prefix label", lambda s, x: s.alist_namespaces(prefix=("ns", x))),
+    ("suffix label", lambda s, x: s.alist_namespaces(suffix=(x,))),
+    ("key", lambda s, x: s.adelete(("ns",), x)),
 ]
 
 
-@pytest.mark.parametrize(("named", "call"), SURROGATE_CALLS)
-async def test_a_lone_surrogate_is_refused_at_the_call_site(
-    make_store: StoreFactory, named: str, call: Call
+# What each store refuses, and how its error says so: a lone surrogate (UTF-8 cannot hold
+# it) and NUL (PostgreSQL's text and jsonb cannot: refused by every store alike).
+BAD_TEXT = {"surrogate": (LONE, r"lone surrogate '\\ud800'"), "nul": ("\x00", r"U\+0000 \(NUL\)")}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_TEXT))
+@pytest.mark.parametrize(("named", "call"), BAD_TEXT_CALLS)
+async def test_bad_text_is_refused_at_the_call_site(
+    make_store: StoreFactory, named: str, call: Call, bad: str
 ) -> None:
     store = await make_store(index=KEYWORD_INDEX)
-    with pytest.raises(ValueError, match=rf"{named}.*lone surrogate '\\ud800'"):
-        await call(store)
+    text, message = BAD_TEXT[bad]
+    with pytest.raises(ValueError, match=rf"{named}.*{message}"):
+        await call(store, text)
 
 
-async def test_a_surrogate_fails_only_its_own_batch_and_no_other_caller(
-    make_store: StoreFactory,
+@pytest.mark.parametrize("bad", sorted(BAD_TEXT))
+async def test_bad_text_fails_only_its_own_batch_and_no_other_caller(
+    make_store: StoreFactory, bad: str
 ) -> None:
     store = await make_store()
-    with pytest.raises(ValueError, match=r"value\['text'\].*lone surrogate"):
+    text, message = BAD_TEXT[bad]
+    with pytest.raises(ValueError, match=rf"value\['text'\].*{message}"):
         await store.abatch([PutOp(("ns",), "good", {"text": "ok"}),
-                            PutOp(("ns",), "bad", {"text": LONE})])
+                            PutOp(("ns",), "bad", {"text": f"a{text}b"})])
     assert await store.aget(("ns",), "good") is None, "a batch with a bad op applies nothing"
     await store.aput(("ns",), "pair", {"text": json.loads(r'"\ud83d\ude00 is fine"')})
     item = await store.aget(("ns",), "pair")
     assert item is not None and item.value["text"] == "\U0001f600 is fine"
+
+
+async def test_one_callers_nul_fails_no_concurrent_callers_write(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store()
+
+    async def put(n: int) -> None:
+        text = "bad \x00" if n == 25 else f"good {n}"
+        await store.aput(("ns",), f"k{n}", {"text": text, "n": n})
+
+    outcomes = await asyncio.gather(*(put(n) for n in range(50)), return_exceptions=True)
+    failed = [n for n, outcome in enumerate(outcomes) if outcome is not None]
+    assert failed == [25] and isinstance(outcomes[25], ValueError)
+    stored = await store.asearch(("ns",), limit=100)
+    assert sorted(item.value["n"] for item in stored) == [n for n in range(50) if n != 25]
 
 
 @pytest.mark.parametrize(

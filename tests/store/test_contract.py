@@ -137,7 +137,7 @@ async def test_the_store_keeps_copies_in_and_out(make_store: StoreFactory) -> No
 
 async def test_values_round_trip_json_types_exactly(make_store: StoreFactory) -> None:
     store = await make_store()
-    value = {"s": "é ✓ \u0000", "i": -(2**62), "f": 0.1, "b": False, "n": None, "l": [[], {}]}
+    value = {"s": "é ✓ \u0001", "i": -(2**62), "f": 0.1, "b": False, "n": None, "l": [[], {}]}
     await store.aput(("ns",), "k", value)
     item = await store.aget(("ns",), "k")
     assert item is not None and item.value == value

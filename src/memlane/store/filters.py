@@ -27,6 +27,7 @@ the in-memory and SQLite stores behave alike. Decisions taken where the contract
 * Two SQLite quirks are mirrored by the predicate so the answers stay identical: an integer
   beyond signed 64 bits in a stored value compares as the nearest float, and a string range test
   sees a stored string only up to its first U+0000 (equality is exact: it compares JSON text).
+  Stores refuse NUL in new values and operands; the mirror stays for files written before.
 
 Limits, checked by ``parse_filter`` and so raised as the same ``ValueError`` by every store:
 a filter nests at most ``MAX_DEPTH`` (20) levels and holds at most ``MAX_NODES`` (2,000) nodes.

@@ -153,7 +153,8 @@ def encode_value(value: Any) -> bytes:
     """Check that ``value`` is a JSON object and serialise it once (orjson).
 
     orjson refuses what JSON cannot hold, except NaN and infinity, which it writes as
-    ``null``: only a value whose JSON contains ``null`` is walked to look for them.
+    ``null``, and NUL, which it escapes: only a value whose JSON holds ``null`` or
+    ``\\u0000`` is walked to look for them.
     """
     if not isinstance(value, dict):
         raise TypeError(
@@ -165,7 +166,7 @@ def encode_value(value: Any) -> bytes:
     except orjson.JSONEncodeError as exc:
         _check_json(value, "value")  # raises naming the culprit, when it can find it
         raise ValueError(f"value cannot be stored as JSON: {exc}") from None
-    if b"null" in encoded:
+    if b"null" in encoded or b"\\u0000" in encoded:  # NaN, infinity or NUL may be in it
         _check_json(value, "value")
     # orjson's bytes keep its whole output buffer (4 KB for a 50-byte value, 8 KB for 1 KB):
     # an exact-size copy, since the store keeps these bytes for as long as the item lives.

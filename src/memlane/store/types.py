@@ -402,7 +402,14 @@ def check_unicode(
     text: str, what: str, error: type[ValueError] = ValueError
 ) -> str:
     """Return ``text``, or refuse a lone surrogate (``"\\ud800"``, what an unpaired JSON escape
-    decodes to): UTF-8 cannot hold one, so it would fail later, inside a writer batch."""
+    decodes to): UTF-8 cannot hold one, so it would fail later, inside a writer batch. And
+    refuse U+0000 (NUL), on every backend alike: PostgreSQL's text and jsonb cannot hold
+    it, and one backend refusing what another keeps would break the shared contract."""
+    if "\x00" in text:
+        raise error(
+            f"{what} {text!r:.80} holds U+0000 (NUL) at index {text.index(chr(0))}; memlane "
+            f"refuses NUL in every store (PostgreSQL cannot store it): remove or replace it"
+        )
     if not text.isascii():
         try:
             text.encode("utf-8")
