@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from memlane.store.ops import PreparedPut
+from memlane.store.embedding_stage import Entry
 from memlane.store.sqlite import changelog
 from memlane.store.sqlite.codec import encode_namespace
 from memlane.store.sqlite.lease import claim as claim_lease
@@ -48,17 +48,6 @@ class Layout:
     indexed: bool
     mark_pending: bool = False
     log: bool = False
-
-
-@dataclass(slots=True)
-class Entry:
-    """A put inside a writer batch, with its vectors once embedded."""
-
-    request: int
-    put: PreparedPut
-    vectors: np.ndarray | None = None
-    embedded: bool = False
-    error: str | None = None
 
 
 @dataclass(slots=True)

@@ -36,8 +36,8 @@ import aiosqlite
 import anyio.to_thread
 
 from memlane.store.actor import BatchActor
-from memlane.store.indexing import EmbedPlan, Indexer
-from memlane.store.isolate import call_isolating
+from memlane.store.embedding_stage import EmbeddingStage, Entry, bad_vectors, coalesce
+from memlane.store.indexing import Indexer
 from memlane.store.mailbox import Mailbox, MailboxClosed
 from memlane.store.ops import PreparedPut
 from memlane.store.settle import settle_fairly
@@ -57,10 +57,9 @@ from memlane.store.sqlite.policies import (
     SLICE,
     WRITE_LOCK_POLL_S,
 )
-from memlane.store.sqlite.transaction import Batch, Changes, Entry, Layout, SweepPlan, apply
+from memlane.store.sqlite.transaction import Batch, Changes, Layout, SweepPlan, apply
 from memlane.store.timestamps import Clock
 from memlane.store.types import StoreClosedError
-from memlane.vectors import EmbeddingError, EmbeddingTimeoutError
 
 __all__ = [
     "StoreFileMissingError",
@@ -172,15 +171,6 @@ class _Prepared:
     stamps: list[int]
 
 
-def _coalesce(entries: list[Entry], failed: dict[int, BaseException]) -> list[Entry]:
-    """The last op per key among requests that have not failed."""
-    last: dict[tuple[tuple[str, ...], str], Entry] = {}
-    for entry in entries:
-        if entry.request not in failed:
-            last[(entry.put.namespace, entry.put.key)] = entry
-    return list(last.values())
-
-
 class Writer(BatchActor[Request, _Prepared]):
     """Owns the write connection; see the module docstring for one batch's life."""
 
@@ -228,6 +218,7 @@ class Writer(BatchActor[Request, _Prepared]):
         self._logged: collections.deque[tuple[float, int]] = collections.deque()  # for trims
         self._next_trim = 0.0
         self._indexer = indexer
+        self._embedding = EmbeddingStage(indexer) if indexer is not None else None
         self._clock = clock
         # With an index, batch N+1 is embedded while batch N commits; without one there is
         # nothing to overlap, and waiting lets the next batch grow instead (``actor.py``).
@@ -301,9 +292,9 @@ class Writer(BatchActor[Request, _Prepared]):
         elif self._indexer is not None:
             survivors = await self._express(self._embed(entries, failed), batch)
         elif len(entries) > SLICE:
-            survivors = await anyio.to_thread.run_sync(_coalesce, entries, failed)
+            survivors = await anyio.to_thread.run_sync(coalesce, entries, failed)
         else:
-            survivors = _coalesce(entries, failed)
+            survivors = coalesce(entries, failed)
         stamp = self._clock.next_stamp
         if len(survivors) <= SLICE:
             stamps = [stamp() for _ in survivors]
@@ -386,7 +377,7 @@ class Writer(BatchActor[Request, _Prepared]):
         writes = [r for r in express if isinstance(r, WriteRequest)]
         entries = [Entry(n, put) for n, request in enumerate(writes) for put in request.puts]
         failed: dict[int, BaseException] = {}
-        survivors = _coalesce(entries, failed)
+        survivors = coalesce(entries, failed)
         stamps = [self._clock.next_stamp() for _ in survivors]
         prepared = _Prepared(writes, [], [], entries, survivors, failed, stamps)
         self._unsettled.extend(express)
@@ -397,49 +388,8 @@ class Writer(BatchActor[Request, _Prepared]):
         await asyncio.shield(self._finishing)
 
     async def _embed(self, entries: list[Entry], failed: dict[int, BaseException]) -> list[Entry]:
-        """Embed the surviving puts in one call; isolate failures to their requests."""
-        while True:
-            survivors = _coalesce(entries, failed)
-            todo = [e for e in survivors if not e.embedded and not e.put.is_delete]
-            if not todo:
-                return survivors
-            by_request: dict[int, list[Entry]] = {}
-            for entry in todo:
-                by_request.setdefault(entry.request, []).append(entry)
-            groups = list(by_request.values())
-            for group, outcome in zip(
-                groups, await call_isolating(
-                    groups, self._embed_groups, unsplittable=(EmbeddingTimeoutError,)
-                ), strict=True
-            ):
-                if isinstance(outcome, Exception):
-                    failed[group[0].request] = outcome
-                    for entry in group:
-                        entry.embedded = True
-            for entry in todo:
-                if entry.error is not None and entry.request not in failed:
-                    failed[entry.request] = EmbeddingError(
-                        f"cannot index the put to {entry.put.namespace!r}/{entry.put.key!r}: "
-                        f"{entry.error}"
-                    )
-
-    async def _embed_groups(self, groups: list[list[Entry]]) -> list[None]:
-        """Embed several requests' entries in one call (``call_isolating`` splits them)."""
-        await self._embed_entries([entry for group in groups for entry in group])
-        return [None] * len(groups)
-
-    async def _embed_entries(self, group: list[Entry]) -> None:
-        indexer = self._indexer
-        assert indexer is not None
-
-        def plan_texts() -> EmbedPlan:
-            return indexer.plan([(e.put, e.put.value()) for e in group])
-
-        # Decoding thousands of values to find their texts is work for a thread.
-        plan = await anyio.to_thread.run_sync(plan_texts) if len(group) > SLICE else plan_texts()
-        embedded = await indexer.embedder.aembed_texts(plan.texts) if plan.texts else None
-        for entry, outcome in zip(group, plan.split(embedded, indexer.dims), strict=True):
-            entry.vectors, entry.error, entry.embedded = outcome.vectors, outcome.error, True
+        assert self._embedding is not None
+        return await self._embedding.embed(entries, failed)
 
     # ---- the transaction -----------------------------------------------------------------
 
@@ -612,19 +562,17 @@ class Writer(BatchActor[Request, _Prepared]):
         """After a failed batch transaction: one transaction per request, to find the bad one."""
         total = Changes()
         for request in sorted({e.request for e in entries} - set(failed)):
-            own = _coalesce([e for e in entries if e.request == request], failed)
+            own = coalesce([e for e in entries if e.request == request], failed)
             stamps = [self._clock.next_stamp() for _ in own]
             try:
                 # A put the whole batch's coalescing had superseded was never embedded.
                 unembedded = [e for e in own if not e.embedded and not e.put.is_delete]
                 if self._indexer is not None and unembedded:
-                    await self._embed_entries(unembedded)
+                    assert self._embedding is not None
+                    await self._embedding.embed_entries(unembedded)
                     bad = next((e for e in unembedded if e.error is not None), None)
                     if bad is not None:
-                        raise EmbeddingError(
-                            f"cannot index the put to {bad.put.namespace!r}/{bad.put.key!r}: "
-                            f"{bad.error}"
-                        )
+                        raise bad_vectors(bad)
                 changes = await self._commit(Batch(own, stamps, now=now))
             except MirrorError as exc:
                 # Committed, but not mirrored: this caller learns the writer failed on its
