@@ -11,6 +11,7 @@ import enum
 import math
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
@@ -24,9 +25,11 @@ from memlane.store.namespaces import (
     validate_namespace_prefix,
 )
 from memlane.store.paths import JsonPath, compile_path
+from memlane.store.timestamps import to_micros
 from memlane.store.types import (
     NOT_PROVIDED,
     GetOp,
+    ImportItem,
     IndexConfigError,
     ListNamespacesOp,
     MatchCondition,
@@ -47,6 +50,7 @@ __all__ = [
     "PreparedSearch",
     "encode_value",
     "prepare_get",
+    "prepare_imports",
     "prepare_op",
     "prepare_ops",
     "prepare_put",
@@ -304,3 +308,26 @@ def as_op_list(ops: Any) -> list[Any]:
         return list(ops)
     except TypeError:
         raise TypeError(f"ops must be an iterable of store operations, got {ops!r:.60}") from None
+
+
+def prepare_imports(items: list[ImportItem], now: float) -> list[PreparedPut]:
+    """Check and serialise imported items, keeping their own timestamps and expiry."""
+    puts: list[PreparedPut] = []
+    for item in items:
+        put = prepare_put(item.namespace, item.key, item.value, None, item.ttl_minutes, None)
+        created, updated = _aware_micros(item.created_at), _aware_micros(item.updated_at)
+        if item.expires_at is not None:
+            expires: float | None = _aware_micros(item.expires_at) / 1_000_000
+        elif item.ttl_minutes is not None:
+            expires = now + float(item.ttl_minutes) * 60
+        else:
+            expires = None
+        put.imported = (created, updated, expires)
+        puts.append(put)
+    return puts
+
+
+def _aware_micros(moment: datetime) -> int:
+    if not isinstance(moment, datetime) or moment.tzinfo is None:
+        raise ValueError(f"imported timestamps must be timezone-aware datetimes, got {moment!r}")
+    return to_micros(moment)

@@ -10,9 +10,10 @@ the same, its callers are just woken in a few turns instead of one.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-__all__ = ["SLICE", "settle_fairly"]
+__all__ = ["SLICE", "in_slices", "settle_fairly"]
 
 SLICE = 64
 
@@ -43,3 +44,19 @@ async def settle_fairly(outcomes: Sequence[Outcome]) -> None:
                 _settle(outcomes[start:])
                 raise
         _settle(outcomes[start : start + SLICE])
+
+
+X = TypeVar("X")
+Y = TypeVar("Y")
+
+
+async def in_slices(items: list[X], convert: Callable[[list[X]], list[Y]]) -> list[Y]:
+    """``convert(items)``, ``SLICE`` items at a time, letting other tasks run in between."""
+    if len(items) <= SLICE:
+        return convert(items)
+    out: list[Y] = []
+    for start in range(0, len(items), SLICE):
+        if start:
+            await asyncio.sleep(0)
+        out.extend(convert(items[start : start + SLICE]))
+    return out

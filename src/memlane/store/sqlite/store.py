@@ -17,10 +17,9 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -28,9 +27,9 @@ from typing import Any, ClassVar, Literal, TypeVar
 import anyio
 from anyio.from_thread import start_blocking_portal
 
-from memlane.store.base import BaseStore
 from memlane.store.heavy import MANY_OPS, is_heavy
 from memlane.store.indexing import Indexer
+from memlane.store.loop_bound import LoopBoundStore, Opening
 from memlane.store.ops import (
     PreparedGet,
     PreparedList,
@@ -38,6 +37,7 @@ from memlane.store.ops import (
     PreparedSearch,
     as_op_list,
     prepare_get,
+    prepare_imports,
     prepare_ops,
     prepare_put,
 )
@@ -65,7 +65,7 @@ from memlane.store.sqlite.schema import (
 from memlane.store.sqlite.scopes import ScopeMap
 from memlane.store.sqlite.stored_vectors import load_vectors
 from memlane.store.sqlite.writer import Writer
-from memlane.store.timestamps import Clock, to_micros
+from memlane.store.timestamps import Clock
 from memlane.store.types import (
     NOT_PROVIDED,
     ImportItem,
@@ -199,7 +199,7 @@ def _hard_linked(path: Path, links: int) -> ValueError:
     )
 
 
-class SqliteStore(BaseStore):
+class SqliteStore(LoopBoundStore):
     """The contract on a SQLite file (WAL): see CONTRACT.md section 2 and docs/sqlite.md."""
 
     def __init__(
@@ -221,10 +221,7 @@ class SqliteStore(BaseStore):
         self._queries = True  # False when opened with index=False: ``query=`` raises
         self._writer = writer
         self._readers = readers
-        self._loop = asyncio.get_running_loop()
-        # The thread object, not its ident: idents are reused once the loop's thread exits.
-        self._loop_thread = threading.current_thread()
-        self._closed = False
+        self._bind_to_running_loop(f"at {path}")
         self._closing: asyncio.Task[None] | None = None
         self._resources = contextlib.AsyncExitStack()  # connections and the lock: see _open
         self._tasks: list[asyncio.Task[None]] = []
@@ -233,13 +230,13 @@ class SqliteStore(BaseStore):
     # ---- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], **options: Any) -> _Opening:
+    def open(cls, path: str | os.PathLike[str], **options: Any) -> Opening[SqliteStore]:
         """Open (creating or upgrading) the store at ``path``: see :meth:`_open` for options.
 
         Either ``async with SqliteStore.open(path) as store:`` (closed on exit) or
         ``store = await SqliteStore.open(path)`` and later ``await store.aclose()``.
         """
-        return _Opening(lambda: cls._open(path, **options))
+        return Opening(lambda: cls._open(path, **options), "SqliteStore.open(path)")
 
     @classmethod
     async def _open(
@@ -476,41 +473,17 @@ class SqliteStore(BaseStore):
         self._check_async()
         items = list(items)
         now = self._clock.now()
-        check = partial(_prepare_imports, items, now)
+        check = partial(prepare_imports, items, now)
         puts = await anyio.to_thread.run_sync(check) if len(items) > MANY_OPS else check()
         if puts:
             self._clock.observe(max(put.imported[1] for put in puts if put.imported))
             await self._writer.write(puts)
-
-    def batch(self, ops: Iterable[Op]) -> list[Result]:
-        return self._sync_batch(list(ops), "abatch")
-
-    def _sync_batch(self, ops: list[Op], async_name: str) -> list[Result]:
-        return self._blocking(lambda: self.abatch(ops), async_name)
-
-    def _blocking(self, call: Callable[[], Coroutine[Any, Any, T]], async_name: str) -> T:
-        """Run on the store's loop from another thread; refuse on the loop's own thread."""
-        self._check_open()
-        if threading.current_thread() is self._loop_thread:
-            name = async_name.removeprefix("a")
-            raise RuntimeError(
-                f"SqliteStore.{name}() was called on the event loop's own thread, where "
-                f"blocking would deadlock; use `await store.{async_name}(...)` instead"
-            )
-        try:
-            future = asyncio.run_coroutine_threadsafe(call(), self._loop)
-        except RuntimeError as exc:  # the loop is gone
-            raise StoreClosedError(f"the store's event loop is not running: {exc}") from exc
-        return future.result()
 
     # ---- TTL -----------------------------------------------------------------------------
 
     async def asweep_expired(self) -> int:
         self._check_async()
         return await self._writer.sweep()
-
-    def sweep_expired(self) -> int:
-        return self._blocking(self.asweep_expired, "asweep_expired")
 
     async def _sweep_forever(self, interval_minutes: float) -> None:
         """Sweep every interval while this process holds the sweeper lease (``lease.py``):
@@ -562,30 +535,6 @@ class SqliteStore(BaseStore):
         await self._readers.shut()
         await self._resources.aclose()
 
-    def close(self) -> None:
-        """Blocking twin of :meth:`aclose`, for another thread than the store's loop."""
-        if self._loop.is_closed():
-            return
-        if threading.current_thread() is self._loop_thread:
-            raise RuntimeError(
-                "SqliteStore.close() was called on the event loop's own thread; "
-                "use `await store.aclose()` instead"
-            )
-        asyncio.run_coroutine_threadsafe(self.aclose(), self._loop).result()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreClosedError(f"the SqliteStore at {self.path} is closed")
-
-    def _check_async(self) -> None:
-        """An async call must come from the loop that opened the store (its writer's loop)."""
-        self._check_open()
-        if asyncio.get_running_loop() is not self._loop:
-            raise RuntimeError(
-                f"the SqliteStore at {self.path} belongs to the event loop that opened it; "
-                f"from another thread, use its sync methods (store.put(...), store.get(...))"
-            )
-
     @property
     def writer_batches(self) -> int:
         """How many batches the writer has committed (a gauge of batching under load)."""
@@ -595,36 +544,6 @@ class SqliteStore(BaseStore):
     def get_hops(self) -> int:
         """How many reader thread hops gets have cost (a gauge of get coalescing)."""
         return self._readers.get_hops
-
-
-class _Opening:
-    """What ``SqliteStore.open`` returns: awaitable (``store = await ...``) and an async
-    context manager (``async with ... as store``), so either form works."""
-
-    def __init__(self, opener: Callable[[], Awaitable[SqliteStore]]) -> None:
-        self._opener = opener
-        self._store: SqliteStore | None = None
-
-    def __await__(self) -> Generator[Any, None, SqliteStore]:
-        return self._opener().__await__()
-
-    async def __aenter__(self) -> SqliteStore:
-        self._store = await self._opener()
-        return self._store
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._store is not None:
-            with anyio.CancelScope(shield=True):
-                await self._store.aclose()
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise AttributeError(
-            f"SqliteStore.open(...) returns an opener, not a store (no {name!r}): use "
-            f"`async with SqliteStore.open(path) as store:` or `store = await "
-            f"SqliteStore.open(path)` (then `await store.aclose()`)"
-        )
 
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
@@ -648,23 +567,6 @@ async def _follow_forever(follower: Follower) -> None:
             if failing:
                 log.warning("memlane: following the other processes' commits works again")
             failing = False
-
-
-def _prepare_imports(items: list[ImportItem], now: float) -> list[PreparedPut]:
-    """Check and serialise imported items, keeping their own timestamps and expiry."""
-    puts: list[PreparedPut] = []
-    for item in items:
-        put = prepare_put(item.namespace, item.key, item.value, None, item.ttl_minutes, None)
-        created, updated = _aware_micros(item.created_at), _aware_micros(item.updated_at)
-        if item.expires_at is not None:
-            expires: float | None = _aware_micros(item.expires_at) / 1_000_000
-        elif item.ttl_minutes is not None:
-            expires = now + float(item.ttl_minutes) * 60
-        else:
-            expires = None
-        put.imported = (created, updated, expires)
-        puts.append(put)
-    return puts
 
 
 def _refuse_foreign(db_path: Path) -> None:
@@ -700,12 +602,6 @@ def _refuse_foreign(db_path: Path) -> None:
             f"{sorted(tables)[:5]}); memlane left it untouched: give the path of a new file "
             f"or a memlane store"
         )
-
-
-def _aware_micros(moment: datetime) -> int:
-    if not isinstance(moment, datetime) or moment.tzinfo is None:
-        raise ValueError(f"imported timestamps must be timezone-aware datetimes, got {moment!r}")
-    return to_micros(moment)
 
 
 def _check_path(path: str | os.PathLike[str]) -> Path:

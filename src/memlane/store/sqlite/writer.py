@@ -26,7 +26,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -40,7 +40,7 @@ from memlane.store.embedding_stage import EmbeddingStage, Entry, bad_vectors, co
 from memlane.store.indexing import Indexer
 from memlane.store.mailbox import Mailbox, MailboxClosed
 from memlane.store.ops import PreparedPut
-from memlane.store.settle import settle_fairly
+from memlane.store.settle import in_slices, settle_fairly
 from memlane.store.sqlite import changelog
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.follower import Follower
@@ -60,6 +60,13 @@ from memlane.store.sqlite.policies import (
 from memlane.store.sqlite.transaction import Batch, Changes, Layout, SweepPlan, apply
 from memlane.store.timestamps import Clock
 from memlane.store.types import StoreClosedError
+from memlane.store.write_requests import (
+    Request,
+    SweepRequest,
+    TouchRequest,
+    WriteRequest,
+    WriterError,
+)
 
 __all__ = [
     "StoreFileMissingError",
@@ -73,10 +80,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class WriterError(RuntimeError):
-    """The writer failed on a batch for a reason no single request explains."""
 
 
 class StoreFileMissingError(WriterError):
@@ -95,58 +98,12 @@ def _writer_error(exc: MirrorError, what: str) -> WriterError:
     return error
 
 
-@dataclass(slots=True)
-class WriteRequest:
-    """One caller's puts and deletes, applied together or not at all."""
-
-    puts: list[PreparedPut]
-    future: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class TouchRequest:
-    """Push back the expiry of items that were read at ``read_at`` (nobody waits for it)."""
-
-    item_ids: list[int]
-    read_at: float
-
-
-@dataclass(slots=True)
-class SweepRequest:
-    """Delete every expired item; the future gets how many were deleted.
-
-    ``lease`` (owner, seconds): a periodic sweep, which runs only while this process holds
-    the sweeper lease among the processes sharing the file (``lease.py``); None: always."""
-
-    future: asyncio.Future[int]
-    lease: tuple[str, float] | None = None
-
-
 def _sweep_plan(sweeps: list[SweepRequest]) -> SweepPlan | None:
     """The sweep a batch's requests ask for, if any."""
     if not sweeps:
         return None
     lease = next((r.lease for r in sweeps if r.lease is not None), None)
     return SweepPlan(any(r.lease is None for r in sweeps), lease)
-
-
-Request = WriteRequest | TouchRequest | SweepRequest
-
-
-X = TypeVar("X")
-Y = TypeVar("Y")
-
-
-async def _in_slices(items: list[X], convert: Callable[[list[X]], list[Y]]) -> list[Y]:
-    """``convert(items)``, ``SLICE`` items at a time, letting other tasks run in between."""
-    if len(items) <= SLICE:
-        return convert(items)
-    out: list[Y] = []
-    for start in range(0, len(items), SLICE):
-        if start:
-            await asyncio.sleep(0)
-        out.extend(convert(items[start : start + SLICE]))
-    return out
 
 
 def _keys(requests: list[Request]) -> set[tuple[tuple[str, ...], str]]:
@@ -285,7 +242,7 @@ class Writer(BatchActor[Request, _Prepared]):
         ]
         sweeps = [r for r in batch if isinstance(r, SweepRequest)]
         numbered = [(n, put) for n, request in enumerate(writes) for put in request.puts]
-        entries = await _in_slices(numbered, lambda part: [Entry(n, put) for n, put in part])
+        entries = await in_slices(numbered, lambda part: [Entry(n, put) for n, put in part])
         failed: dict[int, BaseException] = {}
         if self._indexer is not None and self._indexer.embedder.quick:
             survivors = await self._embed(entries, failed)  # runs inline: nothing to wait for
@@ -299,7 +256,7 @@ class Writer(BatchActor[Request, _Prepared]):
         if len(survivors) <= SLICE:
             stamps = [stamp() for _ in survivors]
         else:
-            stamps = await _in_slices(survivors, lambda part: [stamp() for _ in part])
+            stamps = await in_slices(survivors, lambda part: [stamp() for _ in part])
         return _Prepared(writes, touches, sweeps, entries, survivors, failed, stamps)
 
     async def _finish(self, batch: _Prepared) -> None:
