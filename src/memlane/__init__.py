@@ -43,6 +43,7 @@ __all__ = [
     "Item",
     "ListNamespacesOp",
     "MatchCondition",
+    "PostgresStore",
     "PutOp",
     "SearchItem",
     "SearchOp",
@@ -53,3 +54,17 @@ __all__ = [
     "TTLConfig",
     "WriterError",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``memlane.PostgresStore`` imports psycopg (the ``postgres`` extra) only when used."""
+    if name == "PostgresStore":
+        try:
+            from memlane.store.postgres.store import PostgresStore
+        except ImportError as exc:
+            raise ImportError(
+                f"memlane.PostgresStore needs the postgres extra: pip install "
+                f"'memlane[postgres]' ({exc})"
+            ) from exc
+        return PostgresStore
+    raise AttributeError(f"module 'memlane' has no attribute {name!r}")

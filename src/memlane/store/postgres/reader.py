@@ -1,0 +1,262 @@
+"""PostgresStore's reads: a pool of connections of their own (never the writer's), and the
+statements of gets, searches by filter and ``list_namespaces``.
+
+Rows come back in SQLite's layout (``ItemRow``: the namespace text, the value's JSON text),
+so items are built by the same code as SqliteStore's. A search's filter is tested by the
+filter language's Python predicate on the rows of its namespace prefix, in pages, in the
+order of the search (newest first): the same predicate InMemoryStore runs, so every store
+answers alike. ``list_namespaces`` reads the live namespaces under the listing's prefix in
+one statement and walks them as InMemoryStore walks its sorted set (``text_walk.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from psycopg import sql
+
+from memlane.store.namespaces import walk_matching_namespaces
+from memlane.store.ops import PreparedList, PreparedSearch
+from memlane.store.postgres.connections import Connection
+from memlane.store.sqlite.codec import (
+    ITEM_COLUMNS,
+    ItemRow,
+    encode_namespace,
+    is_storable,
+)
+from memlane.store.text_walk import TextOrderWalk, TextRange
+from memlane.store.types import StoreClosedError
+
+__all__ = ["ConnectionPool", "PoolTimeoutError", "Statements"]
+
+_COLUMNS = ITEM_COLUMNS.replace("value", "value::text")
+_PAGE = 500  # rows fetched at a time while a filter is tested in Python
+
+
+class PoolTimeoutError(TimeoutError):
+    """Every reader connection stayed busy for longer than the pool's timeout."""
+
+
+class ConnectionPool:
+    """``size`` connections leased one read at a time; a broken one is replaced."""
+
+    def __init__(
+        self, connect: Callable[[], Awaitable[Connection]], size: int, timeout: float
+    ) -> None:
+        self._connect = connect
+        self._size = size
+        self._timeout = timeout
+        self._idle: list[Connection] = []
+        self._open = 0
+        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
+        self._closing = False
+        self._closings: set[asyncio.Future[None]] = set()  # broken connections closing
+        self._lost: set[int] = set()  # ids of leased connections found lost
+
+    async def fill(self) -> None:
+        while self._open < self._size:
+            self._idle.append(await self._connect())
+            self._open += 1
+
+    @asynccontextmanager
+    async def lease(self) -> AsyncIterator[Connection]:
+        if self._closing:
+            raise StoreClosedError("the store is closed")
+        conn = await self._take()
+        try:
+            yield conn
+        finally:
+            self._give_back(conn)
+
+    async def _take(self) -> Connection:
+        if self._idle:
+            return self._idle.pop()
+        if self._open < self._size:  # one was dropped: connect again
+            self._open += 1
+            try:
+                return await self._connect()
+            except BaseException:
+                self._open -= 1
+                raise
+        waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            conn = await asyncio.wait_for(asyncio.shield(waiter), self._timeout)
+        except TimeoutError:
+            if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
+                self._give_back(waiter.result())  # type: ignore[arg-type]
+            waiter.cancel()
+            raise PoolTimeoutError(
+                f"all {self._size} reader connections stayed busy for {self._timeout} s; "
+                f"open the store with more readers= or a longer pool_timeout="
+            ) from None
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
+                self._give_back(waiter.result())  # type: ignore[arg-type]
+            waiter.cancel()
+            raise
+        if conn is None:  # handed a free slot instead of a connection
+            return await self._take()
+        return conn
+
+    def discard(self, conn: Connection) -> None:
+        """``conn`` (leased) was lost: drop it when given back, and the idle ones now (a
+        server restart ends them all); later leases connect again."""
+        self._lost.add(id(conn))
+        idle, self._idle = self._idle, []
+        for other in idle:
+            self._lost.add(id(other))
+            self._give_back(other)
+
+    def _give_back(self, conn: Connection) -> None:
+        lost = id(conn) in self._lost
+        self._lost.discard(id(conn))
+        if lost or conn.closed or conn.broken or self._closing:
+            self._open -= 1
+            if not conn.closed:
+                closing = asyncio.ensure_future(conn.close())
+                self._closings.add(closing)
+                closing.add_done_callback(self._closings.discard)
+            self._hand(None)
+            return
+        self._hand(conn)
+
+    def _hand(self, conn: Connection | None) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if conn is not None:
+            self._idle.append(conn)
+
+    async def close(self) -> None:
+        self._closing = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
+        self._open -= len(idle)
+
+
+class Statements:
+    """The read statements, with the schema's names spliced in once."""
+
+    def __init__(self, schema: str) -> None:
+        items = sql.Identifier(schema, "items")
+        live = "(expires_at IS NULL OR expires_at > %s)"
+        self.get_one = sql.SQL(
+            f"SELECT {_COLUMNS} FROM {{items}} WHERE namespace = %s AND key = %s AND {live}"
+        ).format(items=items)
+        # A prefix is ``namespace = t OR t. < namespace < t/`` ('/' follows '.').
+        scoped = "(namespace = %s OR (namespace > %s AND namespace < %s))"
+        order = "ORDER BY updated_at DESC, namespace, key"
+        self.page_scoped = sql.SQL(
+            f"SELECT {_COLUMNS} FROM {{items}} WHERE {scoped} AND {live} {order}"
+            f" LIMIT %s OFFSET %s"
+        ).format(items=items)
+        self.page_all = sql.SQL(
+            f"SELECT {_COLUMNS} FROM {{items}} WHERE {live} {order} LIMIT %s OFFSET %s"
+        ).format(items=items)
+        self.scan_scoped = sql.SQL(
+            f"SELECT DISTINCT namespace FROM {{items}} WHERE {scoped} AND {live}"
+            f" ORDER BY namespace"
+        ).format(items=items)
+        self.scan_all = sql.SQL(
+            f"SELECT DISTINCT namespace FROM {{items}} WHERE {live} ORDER BY namespace"
+        ).format(items=items)
+
+    async def get(
+        self, conn: Connection, namespace: tuple[str, ...], key: str, now: float
+    ) -> ItemRow | None:
+        if not is_storable(namespace):
+            return None
+        cursor = await conn.execute(self.get_one, [encode_namespace(namespace), key, now])
+        row = await cursor.fetchone()
+        return None if row is None else ItemRow._make(row)
+
+    async def search(self, conn: Connection, op: PreparedSearch, now: float) -> list[ItemRow]:
+        """The page of a search without a query: newest first, the filter in Python."""
+        if op.namespace_prefix and not is_storable(op.namespace_prefix):
+            return []
+        if op.filter.is_empty:
+            return await self._page(conn, op, now, op.limit, op.offset)
+        matches = op.filter.matches
+        kept: list[ItemRow] = []
+        wanted = op.offset + op.limit
+        start = 0
+        while len(kept) < wanted:
+            rows = await self._page(conn, op, now, _PAGE, start)
+            kept.extend(row for row in rows if matches(_value(row)))
+            if len(rows) < _PAGE:
+                break
+            start += _PAGE
+        return kept[op.offset : wanted]
+
+    async def _page(
+        self, conn: Connection, op: PreparedSearch, now: float, limit: int, offset: int
+    ) -> list[ItemRow]:
+        if op.namespace_prefix:
+            text = encode_namespace(op.namespace_prefix)
+            args: list[Any] = [text, text + ".", text + "/", now, limit, offset]
+            cursor = await conn.execute(self.page_scoped, args)
+        else:
+            cursor = await conn.execute(self.page_all, [now, limit, offset])
+        return [ItemRow._make(row) for row in await cursor.fetchall()]
+
+    async def list_namespaces(
+        self, conn: Connection, op: PreparedList, now: float
+    ) -> list[tuple[str, ...]]:
+        """The page, walked (``text_walk.py``) over the live namespace texts under the
+        conditions' literal prefix, read in one statement in index order."""
+        lead = _literal_prefix(op)
+        if lead and not is_storable(lead):
+            return []
+        if lead:
+            text = encode_namespace(lead)
+            cursor = await conn.execute(self.scan_scoped, [text, text + ".", text + "/", now])
+        else:
+            cursor = await conn.execute(self.scan_all, [now])
+        texts = [str(row[0]) for row in await cursor.fetchall()]
+
+        def seek(ranges: Sequence[TextRange]) -> str | None:
+            for low, high in ranges:
+                at = bisect.bisect_left(texts, low)
+                if at < len(texts) and (high is None or texts[at] < high):
+                    return texts[at]
+            return None
+
+        def scan(prefix: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+            text = encode_namespace(prefix)
+            for found in texts[bisect.bisect_left(texts, text) :]:
+                if not found.startswith(text):
+                    return
+                if prefix and found != text and not found.startswith(text + "."):
+                    continue  # a label that goes on past the prefix's last one
+                yield tuple(found.split("."))
+
+        walk = TextOrderWalk(seek, scan)
+        return walk_matching_namespaces(walk, op.conditions, op.max_depth, op.limit, op.offset)
+
+
+def _literal_prefix(op: PreparedList) -> tuple[str, ...]:
+    """The labels every listed namespace starts with: a prefix condition's, up to its
+    first wildcard."""
+    for condition in op.conditions:
+        if condition.match_type == "prefix":
+            labels: list[str] = []
+            for label in condition.path:
+                if label == "*":
+                    break
+                labels.append(label)
+            return tuple(labels)
+    return ()
+
+
+def _value(row: ItemRow) -> Any:
+    return orjson.loads(row.value)

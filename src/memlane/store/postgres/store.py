@@ -1,0 +1,336 @@
+"""PostgresStore: the contract on a PostgreSQL database, shared by any number of processes
+on any number of machines (docs/postgres.md).
+
+``async with PostgresStore.open(dsn) as store`` (or ``open_sync`` in scripts). Each process
+runs one batching writer task (``writer.py``) on a connection of its own, and reads on a
+pool of other connections (``reader.py``), so reads never wait for the writer. The store's
+tables live in one schema (``schema=``, default ``"memlane"``), created and migrated by the
+first opener. Every write is committed before it is acknowledged, so a write acknowledged
+by any process is visible to every read that starts after it, in every process.
+
+This stage has no vector index yet: ``index=`` is refused with a clear error (the
+replica that follows other processes' commits is the next stage, docs/postgres.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, Literal, TypeVar
+
+import anyio
+import psycopg
+from anyio.from_thread import start_blocking_portal
+
+from memlane.store.heavy import MANY_OPS, is_heavy
+from memlane.store.loop_bound import LoopBoundStore, Opening
+from memlane.store.ops import (
+    PreparedGet,
+    PreparedList,
+    PreparedPut,
+    PreparedSearch,
+    as_op_list,
+    prepare_get,
+    prepare_imports,
+    prepare_ops,
+    prepare_put,
+)
+from memlane.store.postgres.connections import Connection, is_lost
+from memlane.store.postgres.reader import ConnectionPool, Statements
+from memlane.store.postgres.schema import check_schema_name, migrate
+from memlane.store.postgres.writer import PostgresWriter
+from memlane.store.sqlite.codec import row_to_item, row_to_search_item
+from memlane.store.sqlite.policies import CLOSE_GIVE_UP_S
+from memlane.store.timestamps import Clock
+from memlane.store.types import (
+    NOT_PROVIDED,
+    ImportItem,
+    IndexConfig,
+    Item,
+    NotProvided,
+    Op,
+    Result,
+    SearchItem,
+    TTLConfig,
+)
+
+__all__ = ["PostgresStore"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class PostgresStore(LoopBoundStore):
+    """The contract on PostgreSQL: see docs/contract.md and docs/postgres.md."""
+
+    def __init__(
+        self,
+        *,
+        schema: str,
+        ttl_config: TTLConfig | None,
+        writer: PostgresWriter,
+        readers: ConnectionPool,
+        clock: Clock,
+    ) -> None:
+        self.schema = schema
+        self.index_config: IndexConfig | None = None
+        self.ttl_config = ttl_config
+        self._clock = clock
+        self._writer = writer
+        self._readers = readers
+        self._reads = Statements(schema)
+        self._queries = True  # False when opened with index=False: ``query=`` raises
+        self._bind_to_running_loop(f"in schema {schema!r}")
+        self._closing: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, dsn: str, **options: Any) -> Opening[PostgresStore]:
+        """Open (creating or upgrading) the store in ``dsn``'s database: see :meth:`_open`.
+
+        Either ``async with PostgresStore.open(dsn) as store:`` (closed on exit) or
+        ``store = await PostgresStore.open(dsn)`` and later ``await store.aclose()``.
+        """
+        return Opening(lambda: cls._open(dsn, **options), "PostgresStore.open(dsn)")
+
+    @classmethod
+    async def _open(
+        cls,
+        dsn: str,
+        *,
+        index: IndexConfig | dict[str, Any] | Literal[False] | None = None,
+        ttl: TTLConfig | dict[str, Any] | None = None,
+        schema: str = "memlane",
+        readers: int = 4,
+        pool_timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        mailbox_capacity: int = 10_000,
+        max_batch: int = 1_024,
+        clock: Callable[[], float] | None = None,
+    ) -> PostgresStore:
+        """``readers``: connections for reads (a read waits up to ``pool_timeout`` seconds
+        for one, then raises ``PoolTimeoutError``). ``schema``: where the tables live;
+        stores in different schemas of one database are separate stores."""
+        if not isinstance(dsn, str) or not dsn:
+            raise ValueError(f"PostgresStore needs a libpq connection string, got {dsn!r}")
+        schema = check_schema_name(schema)
+        if isinstance(readers, bool) or not isinstance(readers, int) or readers < 1:
+            raise ValueError(f"readers must be a positive int, got {readers!r}")
+        if index is not None and index is not False:
+            raise NotImplementedError(
+                "PostgresStore has no vector index yet (the FAISS replica that follows every "
+                "process's commits is its next stage, docs/postgres.md); open it without "
+                "index= for now, or use SqliteStore / InMemoryStore for semantic search"
+            )
+        ttl_config = TTLConfig.coerce(ttl)
+
+        async def connect(autocommit: bool) -> Connection:
+            conn: Connection = await psycopg.AsyncConnection.connect(
+                dsn, autocommit=autocommit, connect_timeout=max(1, round(connect_timeout))
+            )
+            return conn
+
+        resources = contextlib.AsyncExitStack()
+        try:
+            writer_conn = await connect(False)
+            resources.push_async_callback(writer_conn.close)
+            await migrate(writer_conn, schema)
+            store_clock = Clock(clock)
+            pool = ConnectionPool(partial(connect, True), readers, pool_timeout)
+            resources.push_async_callback(pool.close)
+            await pool.fill()
+            async with pool.lease() as conn:
+                cursor = await conn.execute(
+                    f'SELECT max(updated_at) FROM "{schema}".items'
+                )
+                row = await cursor.fetchone()
+            store_clock.observe(int(row[0] or 0) if row else 0)
+            writer = PostgresWriter(
+                partial(connect, False),
+                writer_conn,
+                schema=schema,
+                indexer=None,
+                clock=store_clock,
+                capacity=mailbox_capacity,
+                max_batch=max_batch,
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await resources.aclose()
+            raise
+        resources.pop_all()
+        store = cls(
+            schema=schema, ttl_config=ttl_config, writer=writer, readers=pool, clock=store_clock
+        )
+        store._queries = index is not False
+        store._tasks.append(asyncio.create_task(writer.run(), name="memlane-pg-writer"))
+        if ttl_config is not None and ttl_config.sweep_interval_minutes:
+            store._tasks.append(
+                asyncio.create_task(
+                    store._sweep_forever(ttl_config.sweep_interval_minutes),
+                    name="memlane-pg-ttl-sweeper",
+                )
+            )
+        return store
+
+    @classmethod
+    @contextmanager
+    def open_sync(cls, dsn: str, **options: Any) -> Iterator[PostgresStore]:
+        """Open the store for scripts without an event loop: a background thread runs one."""
+        with (
+            start_blocking_portal("asyncio") as portal,
+            portal.wrap_async_context_manager(cls.open(dsn, **options)) as store,
+        ):
+            yield store
+
+    # ---- the batch entry points ----------------------------------------------------------
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        self._check_async()
+        ops = as_op_list(ops)
+        check = partial(prepare_ops, ops, self.ttl_config, queries=self._queries)
+        prepared = await anyio.to_thread.run_sync(check) if is_heavy(ops) else check()
+        results: list[Result] = [None] * len(prepared)
+        puts: list[PreparedPut] = []
+        for row, op in enumerate(prepared):
+            if isinstance(op, PreparedPut):
+                puts.append(op)
+            elif isinstance(op, PreparedGet):
+                results[row] = await self._get(op)
+            elif isinstance(op, PreparedSearch):
+                results[row] = await self._search(op)
+            elif isinstance(op, PreparedList):
+                results[row] = await self._list(op)
+        if puts:
+            await self._writer.write(puts)
+        return results
+
+    async def aput(
+        self,
+        namespace: tuple[str, ...],
+        key: str,
+        value: dict[str, Any] | None,
+        index: Literal[False] | list[str] | None = None,
+        *,
+        ttl: float | NotProvided | None = NOT_PROVIDED,
+    ) -> None:
+        self._check_async()
+        await self._writer.write([prepare_put(namespace, key, value, index, ttl, self.ttl_config)])
+
+    async def adelete(self, namespace: tuple[str, ...], key: str) -> None:
+        self._check_async()
+        await self._writer.write([prepare_put(namespace, key, None, None, None, None)])
+
+    async def aget(
+        self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None
+    ) -> Item | None:
+        self._check_async()
+        return await self._get(prepare_get(namespace, key, refresh_ttl, self.ttl_config))
+
+    async def aimport(self, items: Iterable[ImportItem]) -> None:
+        """Store items that keep their own timestamps and expiry (migrations, restores):
+        checked like puts and written together, atomically, through the writer."""
+        self._check_async()
+        items = list(items)
+        now = self._clock.now()
+        check = partial(prepare_imports, items, now)
+        puts = await anyio.to_thread.run_sync(check) if len(items) > MANY_OPS else check()
+        if puts:
+            self._clock.observe(max(put.imported[1] for put in puts if put.imported))
+            await self._writer.write(puts)
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    async def _read(self, read: Callable[[Connection], Awaitable[T]]) -> T:
+        """``read`` on a pooled connection; once more on a fresh one if that connection
+        turns out lost (a server restart, ``pg_terminate_backend``): reads change nothing."""
+        for attempt in range(2):
+            async with self._readers.lease() as conn:
+                try:
+                    return await read(conn)
+                except psycopg.OperationalError as exc:
+                    if attempt or not is_lost(conn, exc):
+                        raise
+                    self._readers.discard(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _get(self, op: PreparedGet) -> Item | None:
+        now = self._clock.now()
+        row = await self._read(lambda conn: self._reads.get(conn, op.namespace, op.key, now))
+        if row is None:
+            return None
+        if op.refresh_ttl and row.expiring:
+            self._writer.touch([row.id], now)
+        return row_to_item(row)
+
+    async def _search(self, op: PreparedSearch) -> list[SearchItem]:
+        now = self._clock.now()
+        if not op.limit:
+            return []
+        rows = await self._read(lambda conn: self._reads.search(conn, op, now))
+        if op.refresh_ttl:
+            expiring = [row.id for row in rows if row.expiring]
+            if expiring:
+                self._writer.touch(expiring, now)
+        return [row_to_search_item(row, None) for row in rows]
+
+    async def _list(self, op: PreparedList) -> list[tuple[str, ...]]:
+        now = self._clock.now()
+        return await self._read(lambda conn: self._reads.list_namespaces(conn, op, now))
+
+    # ---- TTL -----------------------------------------------------------------------------
+
+    async def asweep_expired(self) -> int:
+        self._check_async()
+        return await self._writer.sweep()
+
+    async def _sweep_forever(self, interval_minutes: float) -> None:
+        """Sweep every interval, unless another process is sweeping (an advisory lock held
+        for the sweep's transaction: one sweeper at a time, whoever is alive)."""
+        while True:
+            await asyncio.sleep(interval_minutes * 60)
+            try:
+                await self._writer.sweep(periodic=True)
+            except Exception:  # a failed sweep is retried on the next interval
+                if self._closed:
+                    return
+                log.exception("memlane TTL sweep failed")
+
+    # ---- closing -------------------------------------------------------------------------
+
+    async def aclose(self, give_up_after: float | None = CLOSE_GIVE_UP_S) -> None:
+        """Stop taking work, commit everything queued, close the connections. Past
+        ``give_up_after`` seconds the writes still queued fail with ``StoreClosedError``."""
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.ensure_future(self._shut_down())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._closing), give_up_after)
+        except TimeoutError:
+            log.warning(
+                "memlane: closing the PostgresStore took over %s s; the writes still queued "
+                "fail with StoreClosedError", give_up_after,
+            )
+            self._tasks[0].cancel()
+            await asyncio.shield(self._closing)
+
+    async def _shut_down(self) -> None:
+        self._writer.mailbox.close()
+        await self._writer.stopped.wait()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._writer.close_connection()
+        await self._readers.close()
+
+    @property
+    def writer_batches(self) -> int:
+        """How many batches the writer has committed (a gauge of batching under load)."""
+        return self._writer.batches
