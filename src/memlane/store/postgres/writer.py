@@ -15,7 +15,6 @@ success), and the next batch connects again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from memlane.store.sqlite.codec import encode_namespace
 from memlane.store.timestamps import Clock
 from memlane.store.types import StoreClosedError
 from memlane.store.write_requests import (
+    PostsRequests,
     Request,
     SweepRequest,
     TouchRequest,
@@ -83,7 +83,7 @@ def _raw_json(payload: bytes) -> Json:
     return Json(payload, dumps=lambda built: built)
 
 
-class PostgresWriter(BatchActor[Request, _Prepared]):
+class PostgresWriter(BatchActor[Request, _Prepared], PostsRequests):
     """Owns the write connection (reconnecting after a loss) and commits batches."""
 
     def __init__(
@@ -110,25 +110,6 @@ class PostgresWriter(BatchActor[Request, _Prepared]):
         self.batches = 0
 
     # ---- what callers use ----------------------------------------------------------------
-
-    async def write(self, puts: list[PreparedPut]) -> None:
-        """Queue ``puts`` (waiting while the mailbox is full) and wait for their commit."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        request = WriteRequest(puts, future)
-        try:
-            if len(self.mailbox) < self.mailbox.capacity:
-                self.mailbox.put_nowait(request)
-            else:
-                await self.mailbox.put(request)
-        except MailboxClosed:
-            raise StoreClosedError("the store is closed; the write was not queued") from None
-        await future
-
-    def touch(self, item_ids: list[int], read_at: float) -> None:
-        """Refresh the expiry of ``item_ids`` (read at ``read_at``) in a coming batch."""
-        # While closing, a refresh no later read can observe is not needed.
-        with contextlib.suppress(MailboxClosed):
-            self.mailbox.put_nowait(TouchRequest(item_ids, read_at))
 
     async def sweep(self, periodic: bool = False) -> int:
         """Delete expired items now; ``periodic``: only if no other process is sweeping."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import os
 import sqlite3
@@ -39,7 +38,6 @@ from memlane.store.actor import BatchActor
 from memlane.store.embedding_stage import EmbeddingStage, Entry, bad_vectors, coalesce
 from memlane.store.indexing import Indexer
 from memlane.store.mailbox import Mailbox, MailboxClosed
-from memlane.store.ops import PreparedPut
 from memlane.store.settle import in_slices, settle_fairly
 from memlane.store.sqlite import changelog
 from memlane.store.sqlite.connection import run_on_connection_thread
@@ -61,6 +59,7 @@ from memlane.store.sqlite.transaction import Batch, Changes, Layout, SweepPlan, 
 from memlane.store.timestamps import Clock
 from memlane.store.types import StoreClosedError
 from memlane.store.write_requests import (
+    PostsRequests,
     Request,
     SweepRequest,
     TouchRequest,
@@ -128,7 +127,7 @@ class _Prepared:
     stamps: list[int]
 
 
-class Writer(BatchActor[Request, _Prepared]):
+class Writer(BatchActor[Request, _Prepared], PostsRequests):
     """Owns the write connection; see the module docstring for one batch's life."""
 
     def __init__(
@@ -187,25 +186,6 @@ class Writer(BatchActor[Request, _Prepared]):
         self.sweeps = 0  # how many transactions swept (for tests and stats)
 
     # ---- what callers use ----------------------------------------------------------------
-
-    async def write(self, puts: list[PreparedPut]) -> None:
-        """Queue ``puts`` (waiting while the mailbox is full) and wait for their commit."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        request = WriteRequest(puts, future)
-        try:
-            if len(self.mailbox) < self.mailbox.capacity:
-                self.mailbox.put_nowait(request)
-            else:
-                await self.mailbox.put(request)
-        except MailboxClosed:
-            raise StoreClosedError("the store is closed; the write was not queued") from None
-        await future
-
-    def touch(self, item_ids: list[int], read_at: float) -> None:
-        """Refresh the expiry of ``item_ids`` (read at ``read_at``) in a coming batch."""
-        # While closing, a refresh no later read can observe is not needed.
-        with contextlib.suppress(MailboxClosed):
-            self.mailbox.put_nowait(TouchRequest(item_ids, read_at))
 
     async def sweep(self, lease: tuple[str, float] | None = None) -> int:
         """Delete expired items now (with ``lease``: only while holding the sweeper lease);
