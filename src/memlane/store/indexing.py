@@ -12,13 +12,14 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from memlane.store.ops import PreparedPut
 from memlane.store.paths import JsonPath, compile_path, extract_texts
 from memlane.store.types import IndexConfig
 from memlane.vectors import EmbeddedTexts, Embedder
 
-__all__ = ["EmbedPlan", "Indexer", "PutVectors"]
+__all__ = ["EmbedPlan", "Indexer", "PutVectors", "decode_fields", "encode_fields"]
 
 Vectors = npt.NDArray[np.float32]
 IndexPaths = Literal[False] | tuple[JsonPath, ...] | None  # a put's ``index``, prepared
@@ -97,3 +98,15 @@ class Indexer:
             texts.extend(self.texts_for(index, value))
             spans.append((start, len(texts)))
         return EmbedPlan(texts, spans)
+
+
+def encode_fields(index: IndexPaths) -> str | None:
+    """A put's own index paths as JSON, to embed it later (``None``: the store's fields)."""
+    return None if not index else orjson.dumps([path.source for path in index]).decode()
+
+
+def decode_fields(fields: str | None) -> tuple[JsonPath, ...] | None:
+    """The paths :func:`encode_fields` wrote."""
+    if fields is None:
+        return None
+    return tuple(compile_path(source) for source in orjson.loads(fields))

@@ -10,19 +10,17 @@ from __future__ import annotations
 import logging
 import sqlite3
 from functools import partial
-from typing import Literal
 
 import aiosqlite
 import numpy as np
 import orjson
 
-from memlane.store.indexing import Indexer
-from memlane.store.paths import JsonPath, compile_path
+from memlane.store.indexing import Indexer, decode_fields
 from memlane.store.sqlite import changelog
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.policies import PENDING_CHUNK
 
-__all__ = ["embed_pending", "encode_fields", "vector_blob"]
+__all__ = ["embed_pending", "vector_blob"]
 
 log = logging.getLogger("memlane.store.sqlite")
 
@@ -32,11 +30,6 @@ _SELECT = (
     " FROM pending_vectors p JOIN items i ON i.id = p.item_id"
     " WHERE p.item_id > ? ORDER BY p.item_id LIMIT ?"
 )
-
-
-def encode_fields(index: Literal[False] | tuple[JsonPath, ...] | None) -> str | None:
-    """A put's own index paths as JSON for its mark (``None``: the store's fields)."""
-    return None if not index else orjson.dumps([path.source for path in index]).decode()
 
 
 def vector_blob(vectors: np.ndarray) -> bytes:
@@ -58,7 +51,7 @@ async def embed_pending(conn: aiosqlite.Connection, indexer: Indexer) -> int:
         ids = [row[0] for row in rows]
         stamps = {row[0]: row[3] for row in rows}
         values = [orjson.loads(row[2]) for row in rows]
-        paths = [_decode_fields(row[1]) for row in rows]
+        paths = [decode_fields(row[1]) for row in rows]
         plan = indexer.plan_values(list(zip(paths, values, strict=True)))
         embedded = await indexer.embedder.aembed_texts(plan.texts) if plan.texts else None
         stored: list[tuple[int, bytes]] = []
@@ -109,9 +102,3 @@ def _current_stamps(raw: sqlite3.Connection, ids: list[int]) -> list[tuple[int, 
 def _drop_orphans(raw: sqlite3.Connection) -> None:
     """Marks of items deleted or swept since they were written."""
     raw.execute("DELETE FROM pending_vectors WHERE item_id NOT IN (SELECT id FROM items)")
-
-
-def _decode_fields(fields: str | None) -> tuple[JsonPath, ...] | None:
-    if fields is None:
-        return None
-    return tuple(compile_path(source) for source in orjson.loads(fields))

@@ -11,7 +11,6 @@ from typing import Final
 __all__ = [
     "CHECKPOINT_BYTES",
     "CLOSE_GIVE_UP_S",
-    "EXPRESS_AFTER_S",
     "FOLLOW_EVERY_S",
     "GET_BATCH",
     "GET_KEY_CHUNK",
@@ -46,11 +45,6 @@ CHECKPOINT_BYTES: Final = 32 * 2**20
 # A batch of more puts than this is prepared in slices, yielding to the loop between them
 # (benchmarks/README.md, "Loop stalls of big calls").
 SLICE: Final = 4_096
-
-# An embed call still running after this long lets queued writes that need no embedding
-# (deletes, ``index=False`` puts) commit beside it: a slow or hung provider holds up only the
-# writes that need it.
-EXPRESS_AFTER_S: Final = 0.2
 
 # How often the writer looks the store's path up again (a moved file); an unlinked file is
 # noticed before the very next commit. A lookup per commit cost ~5% of a lone writer's puts/s.

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 import orjson
 
-from memlane.store.types import IndexConfig, IndexConfigError
+from memlane.store.index_record import compare_index
+from memlane.store.types import IndexConfig
 
 __all__ = [
     "MIGRATIONS",
@@ -153,54 +154,17 @@ def check_index(
     conn: sqlite3.Connection, config: IndexConfig | None, *, disabled: bool, path: str
 ) -> None:
     """Record the index's dims, fields and distance on first use; refuse an open that would
-    lose meaning.
-
-    A file written with an index keeps vectors: opening it with other dims or fields would mix
-    meanings, another distance would score vectors kept for a different one (unit vectors for
-    ``cosine``, raw ones otherwise), and opening it without an index would ignore ``query=``
-    and leave new items without vectors. ``disabled`` (``index=False``) opens it anyway,
-    deliberately. The first open with an index marks the items already there for embedding
-    (``pending.py``).
-    """
+    lose meaning (``index_record.py``). The first open with an index marks the items already
+    there for embedding (``pending.py``)."""
     recorded = recorded_index(conn)
-    if config is None:
-        if recorded is not None and not disabled:
-            raise IndexConfigError(
-                f"{path} was written with an index ({_describe(recorded)}): without one, "
-                f"query= would be ignored and new items would get no vectors. Open it with "
-                f"index=IndexConfig({_describe(recorded)}, embed=<the same model>), or with "
-                f"index=False to use it without semantic search (query= then raises, and "
-                f"what is written is embedded at the next open with the index)"
-            )
+    wanted = compare_index(recorded, config, disabled=disabled, where=path)
+    if wanted is None:
         return
-    wanted = {"dims": config.dims, "fields": list(config.fields), "distance": config.distance}
-    if recorded is not None:
-        if recorded["dims"] != config.dims:
-            raise IndexConfigError(
-                f"{path} holds {recorded['dims']}-dimensional vectors but the index config "
-                f"says dims={config.dims}; open it with dims={recorded['dims']} or use a new file"
-            )
-        if recorded.get("fields", wanted["fields"]) != wanted["fields"]:
-            raise IndexConfigError(
-                f"{path} was indexed with fields={recorded['fields']!r}, not "
-                f"{wanted['fields']!r}: its vectors would mix two meanings. Open it with "
-                f"fields={recorded['fields']!r}, or export it and import into a new file "
-                f"with the new fields (memlane export / memlane import)"
-            )
-        distance = recorded.get("distance", "cosine")  # files recorded before it: cosine
-        if distance != config.distance:
-            raise IndexConfigError(
-                f"{path} was indexed with distance={distance!r}, not {config.distance!r}: its "
-                f"vectors were kept for that distance. Open it with distance={distance!r}, or "
-                f"export it and import into a new file (memlane export / memlane import)"
-            )
-        if recorded == wanted:
-            return
-    else:  # the first open with an index: items written before it get vectors too
+    if recorded is None:  # the first open with an index: items written before get vectors
         conn.execute("INSERT OR IGNORE INTO pending_vectors (item_id) SELECT id FROM items")
     conn.execute(
         "INSERT OR REPLACE INTO memlane_meta (name, value) VALUES ('dims', ?), ('index', ?)",
-        (str(config.dims), orjson.dumps(wanted).decode()),
+        (str(wanted["dims"]), orjson.dumps(wanted).decode()),
     )
 
 
@@ -216,15 +180,6 @@ def recorded_index(conn: sqlite3.Connection) -> dict[str, Any] | None:
     if "dims" in rows:
         return {"dims": int(rows["dims"])}
     return None
-
-
-def _describe(recorded: dict[str, Any]) -> str:
-    text = f"dims={recorded['dims']}"
-    if "fields" in recorded:
-        text += f", fields={recorded['fields']!r}"
-    if recorded.get("distance", "cosine") != "cosine":
-        text += f", distance={recorded['distance']!r}"
-    return text
 
 
 def _statements(script: str) -> list[str]:

@@ -22,10 +22,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from memlane.store.embedding_stage import Entry
+from memlane.store.indexing import encode_fields
 from memlane.store.sqlite import changelog
 from memlane.store.sqlite.codec import encode_namespace
 from memlane.store.sqlite.lease import claim as claim_lease
-from memlane.store.sqlite.pending import encode_fields, vector_blob
+from memlane.store.sqlite.pending import vector_blob
 
 __all__ = ["Batch", "Changes", "Entry", "Layout", "SweepPlan", "apply", "touched"]
 

@@ -25,20 +25,17 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiosqlite
-import anyio.to_thread
 
-from memlane.store.actor import BatchActor
-from memlane.store.embedding_stage import EmbeddingStage, Entry, bad_vectors, coalesce
+from memlane.store.durable_writer import DurableWriter, PreparedBatch
+from memlane.store.embedding_stage import Entry, coalesce
 from memlane.store.indexing import Indexer
-from memlane.store.mailbox import Mailbox, MailboxClosed
-from memlane.store.settle import in_slices, settle_fairly
+from memlane.store.mailbox import MailboxClosed
+from memlane.store.settle import settle_fairly
 from memlane.store.sqlite import changelog
 from memlane.store.sqlite.connection import run_on_connection_thread
 from memlane.store.sqlite.follower import Follower
@@ -46,21 +43,17 @@ from memlane.store.sqlite.lease import release as release_lease
 from memlane.store.sqlite.mirror import Mirror, MirrorError
 from memlane.store.sqlite.policies import (
     CHECKPOINT_BYTES,
-    EXPRESS_AFTER_S,
     INLINE_COMMIT_ROWS,
     LOG_KEEP_S,
     LOG_TRIM_EVERY_S,
     MIRROR_LOCK_WAIT_S,
     PATH_CHECK_S,
-    SLICE,
     WRITE_LOCK_POLL_S,
 )
 from memlane.store.sqlite.transaction import Batch, Changes, Layout, SweepPlan, apply
 from memlane.store.timestamps import Clock
 from memlane.store.types import StoreClosedError
 from memlane.store.write_requests import (
-    PostsRequests,
-    Request,
     SweepRequest,
     TouchRequest,
     WriteRequest,
@@ -105,29 +98,7 @@ def _sweep_plan(sweeps: list[SweepRequest]) -> SweepPlan | None:
     return SweepPlan(any(r.lease is None for r in sweeps), lease)
 
 
-def _keys(requests: list[Request]) -> set[tuple[tuple[str, ...], str]]:
-    return {
-        (put.namespace, put.key)
-        for request in requests
-        if isinstance(request, WriteRequest)
-        for put in request.puts
-    }
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """A batch ready to commit: its requests by kind, and its embedded, coalesced puts."""
-
-    writes: list[WriteRequest]
-    touches: list[tuple[float, int]]
-    sweeps: list[SweepRequest]
-    entries: list[Entry]
-    survivors: list[Entry]
-    failed: dict[int, BaseException]
-    stamps: list[int]
-
-
-class Writer(BatchActor[Request, _Prepared], PostsRequests):
+class Writer(DurableWriter):
     """Owns the write connection; see the module docstring for one batch's life."""
 
     def __init__(
@@ -173,16 +144,7 @@ class Writer(BatchActor[Request, _Prepared], PostsRequests):
         self._follower = follower
         self._logged: collections.deque[tuple[float, int]] = collections.deque()  # for trims
         self._next_trim = 0.0
-        self._indexer = indexer
-        self._embedding = EmbeddingStage(indexer) if indexer is not None else None
-        self._clock = clock
-        # With an index, batch N+1 is embedded while batch N commits; without one there is
-        # nothing to overlap, and waiting lets the next batch grow instead (``actor.py``).
-        super().__init__(
-            Mailbox(capacity), max_batch=max_batch, pipelined=indexer is not None, detached=True
-        )
-        self.stopped = asyncio.Event()
-        self.batches = 0  # how many batches were committed (for tests and stats)
+        super().__init__(indexer=indexer, clock=clock, capacity=capacity, max_batch=max_batch)
         self.sweeps = 0  # how many transactions swept (for tests and stats)
 
     # ---- what callers use ----------------------------------------------------------------
@@ -197,49 +159,7 @@ class Writer(BatchActor[Request, _Prepared], PostsRequests):
             raise StoreClosedError("the store is closed") from None
         return await future
 
-    # ---- the actor (``actor.py``) -----------------------------------------------------
-
-    def _on_stop(self) -> None:
-        self.stopped.set()
-
-    def _batch_failed(self, batch: list[Request], error: Exception) -> None:
-        log.exception("memlane writer failed on a batch")
-        failure = WriterError(f"the store's writer failed on this batch: {error!r}")
-        failure.__cause__ = error
-        self._fail(batch, failure)
-
-    def _stopped_error(self) -> BaseException:
-        return StoreClosedError("the store's writer stopped before this write was committed")
-
-    async def _prepare(self, batch: list[Request]) -> _Prepared:
-        """Split a batch by kind, embed its puts, coalesce them, and stamp them."""
-        writes = [r for r in batch if isinstance(r, WriteRequest)]
-        touches = [
-            (r.read_at, item_id)
-            for r in batch
-            if isinstance(r, TouchRequest)
-            for item_id in r.item_ids
-        ]
-        sweeps = [r for r in batch if isinstance(r, SweepRequest)]
-        numbered = [(n, put) for n, request in enumerate(writes) for put in request.puts]
-        entries = await in_slices(numbered, lambda part: [Entry(n, put) for n, put in part])
-        failed: dict[int, BaseException] = {}
-        if self._indexer is not None and self._indexer.embedder.quick:
-            survivors = await self._embed(entries, failed)  # runs inline: nothing to wait for
-        elif self._indexer is not None:
-            survivors = await self._express(self._embed(entries, failed), batch)
-        elif len(entries) > SLICE:
-            survivors = await anyio.to_thread.run_sync(coalesce, entries, failed)
-        else:
-            survivors = coalesce(entries, failed)
-        stamp = self._clock.next_stamp
-        if len(survivors) <= SLICE:
-            stamps = [stamp() for _ in survivors]
-        else:
-            stamps = await in_slices(survivors, lambda part: [stamp() for _ in part])
-        return _Prepared(writes, touches, sweeps, entries, survivors, failed, stamps)
-
-    async def _finish(self, batch: _Prepared) -> None:
+    async def _finish(self, batch: PreparedBatch) -> None:
         """Commit a prepared batch, mirror it into the vector index, resolve its callers."""
         writes, failed = batch.writes, batch.failed
         now = self._clock.now()
@@ -264,69 +184,6 @@ class Writer(BatchActor[Request, _Prepared], PostsRequests):
             if not sweep.future.done():
                 sweep.future.set_result(changes.swept)
         await settle_fairly([(request.future, failed.get(n)) for n, request in enumerate(writes)])
-
-    # ---- embedding -----------------------------------------------------------------------
-
-    async def _express(self, embedding: Awaitable[T], batch: list[Request]) -> T:
-        """Await ``embedding``; while it is slow, commit queued writes that need none of it.
-
-        Such a write goes ahead only if no request of this batch, and none held back for
-        the next one, touches its keys: the order of writes to one key is kept. The rest
-        (puts to embed, touches, sweeps) is held for the next batch, up to ``max_batch``.
-        """
-        task = asyncio.ensure_future(embedding)
-        try:
-            done, _ = await asyncio.wait({task}, timeout=EXPRESS_AFTER_S)
-            busy = _keys(batch)
-            while not done and not self.mailbox.closed and len(self._held) < self._max_batch:
-                arrival = asyncio.ensure_future(self.mailbox.wait())
-                waiting: set[asyncio.Future[Any]] = {task, arrival}
-                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                arrival.cancel()  # its clean-up leaves a newer wait alone (Mailbox.wait)
-                if task.done():
-                    break
-                express: list[Request] = []
-                for request in self.mailbox.take(self._max_batch - len(self._held)):
-                    keys = _keys([request])
-                    if (
-                        isinstance(request, WriteRequest)
-                        and not keys & busy
-                        and not self._needs_embedding(request)
-                    ):
-                        express.append(request)
-                    else:
-                        self._held.append(request)
-                        busy |= keys
-                if express:
-                    await self._commit_express(express)
-            return await task
-        finally:
-            task.cancel()  # a no-op once done; else (the writer stopping) abandon the call
-
-    def _needs_embedding(self, request: WriteRequest) -> bool:
-        assert self._indexer is not None
-        return not self._indexer.embeds_nothing(
-            (put, {} if put.is_delete else put.value()) for put in request.puts
-        )
-
-    async def _commit_express(self, express: list[Request]) -> None:
-        """Commit writes that need no embedding, after the commit under way (if any)."""
-        writes = [r for r in express if isinstance(r, WriteRequest)]
-        entries = [Entry(n, put) for n, request in enumerate(writes) for put in request.puts]
-        failed: dict[int, BaseException] = {}
-        survivors = coalesce(entries, failed)
-        stamps = [self._clock.next_stamp() for _ in survivors]
-        prepared = _Prepared(writes, [], [], entries, survivors, failed, stamps)
-        self._unsettled.extend(express)
-        if self._finishing is not None:
-            await asyncio.shield(self._finishing)
-        self._finishing = asyncio.ensure_future(self._guarded(express, self._finish(prepared)))
-        del self._unsettled[len(self._unsettled) - len(express) :]
-        await asyncio.shield(self._finishing)
-
-    async def _embed(self, entries: list[Entry], failed: dict[int, BaseException]) -> list[Entry]:
-        assert self._embedding is not None
-        return await self._embedding.embed(entries, failed)
 
     # ---- the transaction -----------------------------------------------------------------
 
@@ -502,14 +359,7 @@ class Writer(BatchActor[Request, _Prepared], PostsRequests):
             own = coalesce([e for e in entries if e.request == request], failed)
             stamps = [self._clock.next_stamp() for _ in own]
             try:
-                # A put the whole batch's coalescing had superseded was never embedded.
-                unembedded = [e for e in own if not e.embedded and not e.put.is_delete]
-                if self._indexer is not None and unembedded:
-                    assert self._embedding is not None
-                    await self._embedding.embed_entries(unembedded)
-                    bad = next((e for e in unembedded if e.error is not None), None)
-                    if bad is not None:
-                        raise bad_vectors(bad)
+                await self._embed_alone(own)
                 changes = await self._commit(Batch(own, stamps, now=now))
             except MirrorError as exc:
                 # Committed, but not mirrored: this caller learns the writer failed on its
@@ -533,12 +383,6 @@ class Writer(BatchActor[Request, _Prepared], PostsRequests):
                 total.removed.extend(changes.removed)
                 total.swept = changes.swept
         return total
-
-    def _fail(self, requests: list[Request], error: BaseException) -> None:
-        for request in requests:
-            if isinstance(request, WriteRequest | SweepRequest) and not request.future.done():
-                request.future.set_exception(error)
-
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     """SQLITE_BUSY, or one of its extended codes (BUSY_RECOVERY, BUSY_SNAPSHOT, ...)."""
