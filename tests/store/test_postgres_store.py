@@ -95,7 +95,7 @@ async def test_stores_opening_at_once_migrate_once(postgres_dsn: str) -> None:
         await asyncio.gather(*(store.aclose() for store in stores))
     async with await psycopg.AsyncConnection.connect(postgres_dsn) as conn:
         cursor = await conn.execute(f"SELECT version FROM {schema}.memlane_migrations")
-        assert await cursor.fetchall() == [(1,)]
+        assert await cursor.fetchall() == [(1,), (2,)]  # each migration once
 
 
 async def test_a_schema_written_by_a_newer_memlane_is_refused(postgres_dsn: str) -> None:
@@ -176,3 +176,147 @@ async def test_an_exhausted_reader_pool_times_out_with_a_clear_error(postgres_ds
         release.set()
         await holder
         assert await store.aget(("a",), "k") is None  # the pool works again
+
+
+INDEXED_CHILD = """
+import asyncio, sys
+from tests.conftest import KEYWORD_DIMS, keyword_embed
+from memlane import IndexConfig, PostgresStore
+
+INDEX = IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+
+async def main(dsn, schema):
+    async with PostgresStore.open(dsn, schema=schema, index=INDEX) as store:
+        for line in sys.stdin:  # "put KEY TEXT..." or "delete KEY": acknowledged, then "ok"
+            verb, key, *words = line.split()
+            if verb == "put":
+                await store.aput(("users", "u1"), key, {"text": " ".join(words)})
+            else:
+                await store.adelete(("users", "u1"), key)
+            print("ok", flush=True)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def _indexed_writer(dsn: str, schema: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", INDEXED_CHILD, dsn, schema],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+
+
+async def _tell(child: subprocess.Popen[str], line: str) -> None:
+    """Send a command to the child and wait for its acknowledgement."""
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(line + "\n")
+    child.stdin.flush()
+    assert (await asyncio.to_thread(child.stdout.readline)).strip() == "ok"
+
+
+@pytest.mark.parametrize("consistency", ["strong", "eventual"])
+async def test_another_process_vectors_reach_this_replica(
+    postgres_dsn: str, consistency: str
+) -> None:
+    """strong: the very next query after the other process's ack finds its write (and
+    misses its delete); eventual: it does within the feed's lag (waited for, bounded)."""
+    from tests.conftest import KEYWORD_DIMS, keyword_embed
+
+    from memlane import IndexConfig
+
+    index = IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+    schema = fresh_schema()
+    async with PostgresStore.open(
+        postgres_dsn, schema=schema, index=index, consistency=consistency
+    ) as store:
+        child = _indexed_writer(postgres_dsn, schema)
+        try:
+
+            async def keys(query: str) -> set[str]:
+                found = await store.asearch(("users",), query=query, limit=50)
+                return {item.key for item in found if item.score and item.score > 0.5}
+
+            async def settled(query: str, expected: set[str]) -> set[str]:
+                if consistency == "strong":
+                    return await keys(query)  # at once: no waiting
+                deadline = asyncio.get_running_loop().time() + 10
+                while (found := await keys(query)) != expected:
+                    if asyncio.get_running_loop().time() > deadline:
+                        break
+                    await asyncio.sleep(0.005)
+                return found
+
+            for n in range(10):
+                await _tell(child, f"put k{n} jazz jazz music")
+                expected = {f"k{m}" for m in range(n + 1)}
+                assert await settled("jazz", expected) == expected
+            await _tell(child, "put solo pizza pizza pizza")
+            assert await settled("pizza", {"solo"}) == {"solo"}
+            await _tell(child, "delete solo")
+            assert await settled("pizza", set()) == set()
+        finally:
+            if child.stdin is not None:
+                child.stdin.close()
+            child.wait(30)
+
+
+async def test_vectors_are_durable_and_reloaded_at_open(postgres_dsn: str) -> None:
+    from tests.conftest import KEYWORD_DIMS, keyword_embed
+
+    from memlane import IndexConfig
+
+    index = IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+    schema = fresh_schema()
+    async with PostgresStore.open(postgres_dsn, schema=schema, index=index) as store:
+        await store.aput(("a",), "fruit", {"text": "apple banana"})
+        await store.aput(("a",), "pet", {"text": "dog cat"})
+    async with PostgresStore.open(postgres_dsn, schema=schema, index=index) as store:
+        hits = await store.asearch(("a",), query="dog", limit=1)
+        assert [hit.key for hit in hits] == ["pet"]
+
+
+async def test_writes_under_index_false_are_embedded_by_the_next_indexed_open(
+    postgres_dsn: str,
+) -> None:
+    from tests.conftest import KEYWORD_DIMS, keyword_embed
+
+    from memlane import IndexConfig
+
+    index = IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+    schema = fresh_schema()
+    async with PostgresStore.open(postgres_dsn, schema=schema) as store:
+        await store.aput(("a",), "before", {"text": "rain rain"})  # before any index
+    async with PostgresStore.open(postgres_dsn, schema=schema, index=index) as store:
+        await store.aput(("a",), "indexed", {"text": "sun sun"})
+    async with PostgresStore.open(postgres_dsn, schema=schema, index=False) as store:
+        await store.aput(("a",), "later", {"text": "tokyo tokyo"})
+        await store.aput(("a",), "skipped", {"text": "paris"}, index=False)
+    async with PostgresStore.open(postgres_dsn, schema=schema, index=index) as store:
+        for query, key in [("rain", "before"), ("sun", "indexed"), ("tokyo", "later")]:
+            assert [hit.key for hit in await store.asearch(("a",), query=query, limit=1)] == [key]
+        scored = {hit.key: hit.score for hit in await store.asearch(("a",), query="paris")}
+        assert "skipped" not in scored  # index=False: no vectors, not a query hit
+
+
+async def test_a_replica_behind_the_feed_trim_reloads(postgres_dsn: str) -> None:
+    from tests.conftest import KEYWORD_DIMS, keyword_embed
+
+    from memlane import IndexConfig
+
+    index = IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+    schema = fresh_schema()
+    async with (
+        PostgresStore.open(postgres_dsn, schema=schema, index=index) as reader,
+        PostgresStore.open(postgres_dsn, schema=schema, index=index) as writer,
+    ):
+        await writer.aput(("a",), "k", {"text": "rock rock"})
+        async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as conn:
+            # As if every feed row up to now had been trimmed before the reader looked.
+            await conn.execute(f"DELETE FROM {schema}.changes")
+            await conn.execute(
+                f"INSERT INTO {schema}.memlane_meta (name, value) VALUES"
+                f" ('feed_trimmed_below', pg_current_xact_id()::text)"
+            )
+        assert [hit.key for hit in await reader.asearch(("a",), query="rock")] == ["k"]
+        replica = reader._replica
+        assert replica is not None and replica.reloads >= 1, "it must reload, not trust the feed"

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
 import orjson
 from psycopg import sql
 
@@ -167,6 +168,18 @@ class Statements:
             f"SELECT DISTINCT namespace FROM {{items}} WHERE {scoped} AND {live}"
             f" ORDER BY namespace"
         ).format(items=items)
+        self.scope_ids = sql.SQL(
+            f"SELECT id FROM {{items}} WHERE {scoped} AND {live}"
+        ).format(items=items)
+        self.scope_values = sql.SQL(
+            f"SELECT id, value::text FROM {{items}} WHERE {scoped} AND {live}"
+        ).format(items=items)
+        self.all_values = sql.SQL(
+            f"SELECT id, value::text FROM {{items}} WHERE {live}"
+        ).format(items=items)
+        self.by_id = sql.SQL(
+            f"SELECT {_COLUMNS} FROM {{items}} WHERE id = ANY(%s) AND {live}"
+        ).format(items=items)
         self.scan_all = sql.SQL(
             f"SELECT DISTINCT namespace FROM {{items}} WHERE {live} ORDER BY namespace"
         ).format(items=items)
@@ -208,6 +221,34 @@ class Statements:
         else:
             cursor = await conn.execute(self.page_all, [now, limit, offset])
         return [ItemRow._make(row) for row in await cursor.fetchall()]
+
+    async def candidate_ids(
+        self, conn: Connection, op: PreparedSearch, now: float
+    ) -> np.ndarray:
+        """Ids of the live items the search's prefix and filter allow (the filter tested
+        in Python on their values)."""
+        if op.namespace_prefix and not is_storable(op.namespace_prefix):
+            return np.empty(0, dtype=np.int64)
+        text = encode_namespace(op.namespace_prefix)
+        scope = [text, text + ".", text + "/"]
+        if op.filter.is_empty:
+            cursor = await conn.execute(self.scope_ids, [*scope, now])
+            rows = await cursor.fetchall()
+            return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        if op.namespace_prefix:
+            cursor = await conn.execute(self.scope_values, [*scope, now])
+        else:
+            cursor = await conn.execute(self.all_values, [now])
+        matches = op.filter.matches
+        kept = [row[0] for row in await cursor.fetchall() if matches(orjson.loads(row[1]))]
+        return np.array(kept, dtype=np.int64)
+
+    async def rows_by_id(
+        self, conn: Connection, ids: list[int], now: float
+    ) -> dict[int, ItemRow]:
+        cursor = await conn.execute(self.by_id, [ids, now])
+        rows = (ItemRow._make(row) for row in await cursor.fetchall())
+        return {row.id: row for row in rows}
 
     async def list_namespaces(
         self, conn: Connection, op: PreparedList, now: float

@@ -16,10 +16,20 @@ from __future__ import annotations
 import hashlib
 import re
 
+import orjson
 import psycopg
 from psycopg import sql
 
-__all__ = ["SCHEMA_VERSION", "check_schema_name", "migrate", "schema_lock_id"]
+from memlane.store.index_record import compare_index
+from memlane.store.types import IndexConfig
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "check_index",
+    "check_schema_name",
+    "migrate",
+    "schema_lock_id",
+]
 
 MIGRATIONS: list[tuple[int, str, str]] = [
     (
@@ -43,6 +53,23 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         CREATE INDEX items_by_expiry ON {schema}.items (expires_at)
             WHERE expires_at IS NOT NULL;
+        """,
+    ),
+    (
+        2,
+        "the change feed the processes' vector replicas follow, and items to embed",
+        """
+        CREATE TABLE {schema}.changes (
+            xid xid8 NOT NULL DEFAULT pg_current_xact_id(),  -- the writing transaction
+            at double precision NOT NULL,          -- seconds since the epoch (for trimming)
+            writer text NOT NULL,                  -- the writing store (it skips its own)
+            item_ids bigint[] NOT NULL             -- the items it wrote or removed
+        );
+        CREATE INDEX changes_by_xid ON {schema}.changes (xid);
+        CREATE TABLE {schema}.pending_vectors (
+            item_id bigint PRIMARY KEY REFERENCES {schema}.items (id) ON DELETE CASCADE,
+            fields json                            -- the put's own paths; NULL: the store's
+        );
         """,
     ),
 ]
@@ -99,3 +126,50 @@ async def migrate(conn: psycopg.AsyncConnection[tuple[object, ...]], schema: str
                 .format(name),
                 [version, title],
             )
+
+
+async def check_index(
+    conn: psycopg.AsyncConnection[tuple[object, ...]],
+    schema: str,
+    config: IndexConfig | None,
+    *,
+    disabled: bool,
+) -> bool:
+    """Record the index on first use and refuse an open that would lose meaning
+    (``index_record.py``); with an index, create pgvector's extension and the vectors
+    table. One transaction under the migration lock. True: the store holds vectors."""
+    name = sql.Identifier(schema)
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", [schema_lock_id(schema, "migrate")])
+        cursor = await conn.execute(
+            sql.SQL("SELECT value FROM {}.memlane_meta WHERE name = 'index'").format(name)
+        )
+        row = await cursor.fetchone()
+        recorded = orjson.loads(str(row[0])) if row is not None else None
+        wanted = compare_index(recorded, config, disabled=disabled, where=f"the schema {schema!r}")
+        if config is not None:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            await conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {schema}.vectors ("
+                    " item_id bigint NOT NULL REFERENCES {schema}.items (id) ON DELETE CASCADE,"
+                    " n smallint NOT NULL, embedding vector NOT NULL,"
+                    " PRIMARY KEY (item_id, n))"
+                ).format(schema=name)
+            )
+        if wanted is not None:
+            if recorded is None:  # the first open with an index: items before it get vectors
+                await conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {schema}.pending_vectors (item_id)"
+                        " SELECT id FROM {schema}.items ON CONFLICT DO NOTHING"
+                    ).format(schema=name)
+                )
+            await conn.execute(
+                sql.SQL(
+                    "INSERT INTO {}.memlane_meta (name, value) VALUES ('index', %s)"
+                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+                ).format(name),
+                [orjson.dumps(wanted).decode()],
+            )
+        return recorded is not None or wanted is not None

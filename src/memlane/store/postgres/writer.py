@@ -15,40 +15,42 @@ success), and the next batch connects again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import anyio.to_thread
+import numpy as np
 import orjson
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.types.json import Json
 
-from memlane.store.actor import BatchActor
-from memlane.store.embedding_stage import EmbeddingStage, Entry, bad_vectors, coalesce
+from memlane.store.durable_writer import DurableWriter, PreparedBatch
+from memlane.store.embedding_stage import Entry, coalesce
 from memlane.store.heavy import MANY_OPS
-from memlane.store.indexing import Indexer
-from memlane.store.mailbox import Mailbox, MailboxClosed
+from memlane.store.indexing import Indexer, encode_fields
+from memlane.store.mailbox import MailboxClosed
 from memlane.store.ops import PreparedPut
 from memlane.store.postgres.connections import Connection, is_lost
+from memlane.store.postgres.replica import FEED_KEEP_S, Replica
 from memlane.store.postgres.schema import schema_lock_id
-from memlane.store.settle import SLICE, in_slices, settle_fairly
+from memlane.store.postgres.vectors import encode_vectors
+from memlane.store.settle import settle_fairly
 from memlane.store.sqlite.codec import encode_namespace
 from memlane.store.timestamps import Clock
 from memlane.store.types import StoreClosedError
 from memlane.store.write_requests import (
-    PostsRequests,
-    Request,
     SweepRequest,
-    TouchRequest,
-    WriteRequest,
     WriterError,
 )
 
-__all__ = ["CommitUnknownError", "PostgresWriter"]
+__all__ = ["CommitUnknownError", "Feed", "PostgresWriter", "channel_name"]
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +64,10 @@ class CommitUnknownError(WriterError):
 
 
 @dataclass(slots=True)
-class _Prepared:
-    writes: list[WriteRequest]
-    touches: list[tuple[float, int]]
-    sweeps: list[SweepRequest]
-    entries: list[Entry]
-    survivors: list[Entry]
-    failed: dict[int, BaseException]
-    stamps: list[int]
-
-
-@dataclass(slots=True)
 class _Outcome:
     swept: int = 0
     removed: list[int] = field(default_factory=list)
+    upserted: list[tuple[int, np.ndarray]] = field(default_factory=list)  # for the replica
 
 
 def _raw_json(payload: bytes) -> Json:
@@ -83,7 +75,7 @@ def _raw_json(payload: bytes) -> Json:
     return Json(payload, dumps=lambda built: built)
 
 
-class PostgresWriter(BatchActor[Request, _Prepared], PostsRequests):
+class PostgresWriter(DurableWriter):
     """Owns the write connection (reconnecting after a loss) and commits batches."""
 
     def __init__(
@@ -96,18 +88,15 @@ class PostgresWriter(BatchActor[Request, _Prepared], PostsRequests):
         clock: Clock,
         capacity: int = 10_000,
         max_batch: int = 1_024,
+        feed: Feed | None = None,
+        replica: Replica | None = None,
     ) -> None:
         self._connect = connect
         self._conn: Connection | None = conn
         self._schema = schema
-        self._statements = _Statements(schema)
-        self._embedding = EmbeddingStage(indexer) if indexer is not None else None
-        self._clock = clock
-        super().__init__(
-            Mailbox(capacity), max_batch=max_batch, pipelined=indexer is not None, detached=True
-        )
-        self.stopped = asyncio.Event()
-        self.batches = 0
+        self._statements = _Statements(schema, feed)
+        self._replica = replica  # this process's vectors: mirrored before each ack
+        super().__init__(indexer=indexer, clock=clock, capacity=capacity, max_batch=max_batch)
 
     # ---- what callers use ----------------------------------------------------------------
 
@@ -125,48 +114,9 @@ class PostgresWriter(BatchActor[Request, _Prepared], PostsRequests):
             await self._conn.close()
             self._conn = None
 
-    # ---- the actor ----------------------------------------------------------------------
+    # ---- a batch's commit ----------------------------------------------------------------
 
-    def _on_stop(self) -> None:
-        self.stopped.set()
-
-    def _batch_failed(self, batch: list[Request], error: Exception) -> None:
-        log.exception("memlane PostgreSQL writer failed on a batch")
-        failure = WriterError(f"the store's writer failed on this batch: {error!r}")
-        failure.__cause__ = error
-        self._fail(batch, failure)
-
-    def _stopped_error(self) -> BaseException:
-        return StoreClosedError("the store's writer stopped before this write was committed")
-
-    def _fail(self, requests: list[Request], error: BaseException) -> None:
-        for request in requests:
-            if isinstance(request, WriteRequest | SweepRequest) and not request.future.done():
-                request.future.set_exception(error)
-
-    async def _prepare(self, batch: list[Request]) -> _Prepared:
-        writes = [r for r in batch if isinstance(r, WriteRequest)]
-        touches = [
-            (r.read_at, item_id)
-            for r in batch
-            if isinstance(r, TouchRequest)
-            for item_id in r.item_ids
-        ]
-        sweeps = [r for r in batch if isinstance(r, SweepRequest)]
-        numbered = [(n, put) for n, request in enumerate(writes) for put in request.puts]
-        entries = await in_slices(numbered, lambda part: [Entry(n, put) for n, put in part])
-        failed: dict[int, BaseException] = {}
-        if self._embedding is not None:
-            survivors = await self._embedding.embed(entries, failed)
-        elif len(entries) > SLICE:
-            survivors = await anyio.to_thread.run_sync(coalesce, entries, failed)
-        else:
-            survivors = coalesce(entries, failed)
-        stamp = self._clock.next_stamp
-        stamps = await in_slices(survivors, lambda part: [stamp() for _ in part])
-        return _Prepared(writes, touches, sweeps, entries, survivors, failed, stamps)
-
-    async def _finish(self, batch: _Prepared) -> None:
+    async def _finish(self, batch: PreparedBatch) -> None:
         writes, failed = batch.writes, batch.failed
         now = self._clock.now()
         sweep = _sweep_wanted(batch.sweeps)
@@ -190,19 +140,14 @@ class PostgresWriter(BatchActor[Request, _Prepared], PostsRequests):
         await settle_fairly([(request.future, failed.get(n)) for n, request in enumerate(writes)])
 
     async def _commit_one_by_one(
-        self, batch: _Prepared, sweep: bool | None, now: float
+        self, batch: PreparedBatch, sweep: bool | None, now: float
     ) -> _Outcome:
         """After a failed batch transaction: one transaction per request, to find the bad one."""
         failed = batch.failed
         for number in sorted({e.request for e in batch.entries} - set(failed)):
             own = coalesce([e for e in batch.entries if e.request == number], failed)
             try:
-                unembedded = [e for e in own if not e.embedded and not e.put.is_delete]
-                if self._embedding is not None and unembedded:
-                    await self._embedding.embed_entries(unembedded)
-                    bad = next((e for e in unembedded if e.error is not None), None)
-                    if bad is not None:
-                        raise bad_vectors(bad)
+                await self._embed_alone(own)
                 stamps = [self._clock.next_stamp() for _ in own]
                 await self._commit(own, stamps, [], None, now)
             except Exception as exc:
@@ -233,11 +178,15 @@ class PostgresWriter(BatchActor[Request, _Prepared], PostsRequests):
             conn = await self._connection()
             committing = False
             try:
-                async with conn.transaction():
-                    outcome = await self._statements.run(
-                        conn, entries, stamps, touches, sweep, now
-                    )
-                    committing = True  # leaving the block sends COMMIT
+                # The replica's lock from before COMMIT until the mirror is applied: a
+                # catch-up sees this commit, or runs wholly before its mirror.
+                async with self._mirror_lock():
+                    async with conn.transaction():
+                        outcome = await self._statements.run(
+                            conn, entries, stamps, touches, sweep, now
+                        )
+                        committing = True  # leaving the block sends COMMIT
+                    self._mirror(outcome)
                 return outcome
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
                 if attempt == _RETRIES - 1:
@@ -255,6 +204,21 @@ class PostgresWriter(BatchActor[Request, _Prepared], PostsRequests):
                 if attempt == _RETRIES - 1:
                     raise WriterError(f"lost the connection to PostgreSQL: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _mirror_lock(self) -> contextlib.AbstractAsyncContextManager[object]:
+        return self._replica.lock if self._replica is not None else contextlib.nullcontext()
+
+    def _mirror(self, outcome: _Outcome) -> None:
+        """Apply a committed batch to this process's vectors (before its callers hear)."""
+        if self._replica is None:
+            return
+        index = self._replica.index
+        gone = [*outcome.removed, *(i for i, vectors in outcome.upserted if not len(vectors))]
+        if gone:
+            index.remove(gone)
+        kept = [(i, vectors) for i, vectors in outcome.upserted if len(vectors)]
+        if kept:
+            index.upsert(kept)
 
     async def _connection(self) -> Connection:
         conn = self._conn
@@ -275,16 +239,28 @@ def _sweep_wanted(sweeps: list[SweepRequest]) -> bool | None:
     return any(request.lease is None for request in sweeps)
 
 
+@dataclass(frozen=True, slots=True)
+class Feed:
+    """How an indexed store's transactions tell the other processes (``replica.py``)."""
+
+    writer: str  # this store's token in the feed
+    vector_oid: int  # pgvector's type, for the binary vector[] parameter
+    mark_pending: bool = False  # index=False on an indexed store: mark, do not embed
+
+
 class _Statements:
     """The SQL of one batch, with the schema's names spliced in once."""
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str, feed: Feed | None) -> None:
+        name = sql.Identifier(schema)
         items = sql.Identifier(schema, "items")
+        self.feed = feed
         recordset = (
             "json_to_recordset(%s) AS r(namespace text, key text, value json,"
             " created_at bigint, updated_at bigint, ttl_minutes float8, expires_at float8)"
         )
         columns = "namespace, key, value, created_at, updated_at, ttl_minutes, expires_at"
+        returning = " RETURNING id, namespace, key" if feed is not None else ""
         # An overwrite of an expired item (not yet swept) is a new item: a new created_at.
         self.upsert = sql.SQL(
             f"INSERT INTO {{items}} ({columns}) SELECT {columns} FROM {recordset}"
@@ -293,7 +269,7 @@ class _Statements:
             f" created_at = CASE WHEN items.expires_at IS NOT NULL AND items.expires_at <= %s"
             f"   THEN excluded.created_at ELSE items.created_at END,"
             f" updated_at = excluded.updated_at, ttl_minutes = excluded.ttl_minutes,"
-            f" expires_at = excluded.expires_at"
+            f" expires_at = excluded.expires_at{returning}"
         ).format(items=items)
         # Imported items keep the timestamps they bring.
         self.import_ = sql.SQL(
@@ -301,7 +277,7 @@ class _Statements:
             f" ORDER BY namespace, key"
             f" ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,"
             f" created_at = excluded.created_at, updated_at = excluded.updated_at,"
-            f" ttl_minutes = excluded.ttl_minutes, expires_at = excluded.expires_at"
+            f" ttl_minutes = excluded.ttl_minutes, expires_at = excluded.expires_at{returning}"
         ).format(items=items)
         self.delete = sql.SQL(
             "DELETE FROM {items} AS i USING json_to_recordset(%s) AS r(namespace text, key text)"
@@ -317,6 +293,32 @@ class _Statements:
             "DELETE FROM {items} WHERE expires_at IS NOT NULL AND expires_at <= %s RETURNING id"
         ).format(items=items)
         self.sweep_lock = schema_lock_id(schema, "sweep")
+        self.drop_vectors = sql.SQL("DELETE FROM {}.vectors WHERE item_id = ANY(%b)").format(name)
+        self.add_vectors = sql.SQL(
+            "INSERT INTO {}.vectors (item_id, n, embedding)"
+            " SELECT * FROM unnest(%b::bigint[], %b::smallint[], %b::vector[])"
+        ).format(name)
+        self.mark = sql.SQL(
+            "INSERT INTO {}.pending_vectors (item_id, fields)"
+            " SELECT * FROM unnest(%b::bigint[], %b::json[])"
+            " ON CONFLICT (item_id) DO UPDATE SET fields = excluded.fields"
+        ).format(name)
+        self.log = sql.SQL(
+            "INSERT INTO {}.changes (at, writer, item_ids) VALUES (%s, %s, %b)"
+        ).format(name)
+        self.channel = channel_name(schema)
+        # Feed rows older than FEED_KEEP_S go (never one a running transaction may still
+        # commit beside); the newest trimmed xid is kept, so that a replica whose last look
+        # predates it knows to reload (``replica.py``).
+        self.trim = sql.SQL(
+            "WITH gone AS (DELETE FROM {schema}.changes WHERE at < %s"
+            " AND xid < pg_snapshot_xmin(pg_current_snapshot()) RETURNING xid)"
+            " INSERT INTO {schema}.memlane_meta (name, value)"
+            " SELECT 'feed_trimmed_below', max(xid::text::numeric)::text FROM gone"
+            " HAVING count(*) > 0"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+        ).format(schema=name)
+        self._next_trim = 0.0
 
     async def run(
         self,
@@ -334,10 +336,15 @@ class _Statements:
         if payloads.deletes is not None:
             cursor = await conn.execute(self.delete, [_raw_json(payloads.deletes)])
             outcome.removed.extend(row[0] for row in await cursor.fetchall())
+        written: list[tuple[Any, ...]] = []
         if payloads.fresh is not None:
-            await conn.execute(self.upsert, [_raw_json(payloads.fresh), now])
+            cursor = await conn.execute(self.upsert, [_raw_json(payloads.fresh), now])
+            if self.feed is not None:
+                written.extend(await cursor.fetchall())
         if payloads.imported is not None:
-            await conn.execute(self.import_, [_raw_json(payloads.imported)])
+            cursor = await conn.execute(self.import_, [_raw_json(payloads.imported)])
+            if self.feed is not None:
+                written.extend(await cursor.fetchall())
         if payloads.touches is not None:
             await conn.execute(self.touch, [_raw_json(payloads.touches)])
         if sweep is not None:
@@ -353,7 +360,68 @@ class _Statements:
                 swept = [row[0] for row in await cursor.fetchall()]
                 outcome.swept = len(swept)
                 outcome.removed.extend(swept)
+        if self.feed is not None:
+            await self._vectors(conn, entries, written, outcome)
+            changed = [*outcome.removed, *(item_id for item_id, _ in outcome.upserted)]
+            if changed:
+                await conn.execute(self.log, [now, self.feed.writer, changed])
+                await conn.execute("SELECT pg_notify(%s, '')", [self.channel])
+            if time.monotonic() >= self._next_trim:
+                self._next_trim = time.monotonic() + FEED_KEEP_S / 10
+                await conn.execute(self.trim, [now - FEED_KEEP_S])
         return outcome
+
+    async def _vectors(
+        self,
+        conn: Connection,
+        entries: list[Entry],
+        written: list[tuple[Any, ...]],
+        outcome: _Outcome,
+    ) -> None:
+        """Replace the vectors of the items written (or, with ``mark_pending``, mark them
+        for the next indexed open); note them for the replica."""
+        assert self.feed is not None
+        if not written:
+            return
+        ids = {(str(namespace), str(key)): int(item_id) for item_id, namespace, key in written}
+        by_id: list[tuple[int, Entry]] = []
+        for entry in entries:
+            if not entry.put.is_delete:
+                by_id.append((ids[(encode_namespace(entry.put.namespace), entry.put.key)], entry))
+        await conn.execute(self.drop_vectors, [[item_id for item_id, _ in by_id]])
+        if self.feed.mark_pending:
+            marked = [(i, e) for i, e in by_id if e.put.index is not False]
+            if marked:
+                await conn.execute(
+                    self.mark,
+                    [[i for i, _ in marked], [encode_fields(e.put.index) for _, e in marked]],
+                )
+            outcome.upserted.extend((item_id, _NO_VECTORS) for item_id, _ in by_id)
+            return
+        owners: list[int] = []
+        numbers: list[int] = []
+        blocks: list[np.ndarray] = []
+        for item_id, entry in by_id:
+            vectors = entry.vectors if entry.vectors is not None else _NO_VECTORS
+            outcome.upserted.append((item_id, vectors))
+            owners.extend([item_id] * len(vectors))
+            numbers.extend(range(len(vectors)))
+            if len(vectors):
+                blocks.append(vectors)
+        if blocks:
+            stacked = np.concatenate(blocks).astype(np.float32, copy=False)
+            await conn.execute(
+                self.add_vectors,
+                [owners, numbers, encode_vectors(stacked, self.feed.vector_oid)],
+            )
+
+
+_NO_VECTORS = np.zeros((0, 0), dtype=np.float32)  # an item without vectors (or pending)
+
+
+def channel_name(schema: str) -> str:
+    """The LISTEN/NOTIFY channel of a store's schema."""
+    return f"memlane_{schema}"
 
 
 @dataclass(slots=True)

@@ -1,0 +1,145 @@
+"""Each process's in-memory vector index, loaded from PostgreSQL and kept up to date with
+every process's commits through the change feed.
+
+Each write transaction of an indexed store appends a row to ``changes`` naming the items it
+wrote or removed, and NOTIFYs the schema's channel (a position, never data: NOTIFY payloads
+are capped at 8,000 bytes). A catch-up reads, in one snapshot, the feed rows committed since
+its last snapshot and those items' current vectors. "Since" is by snapshot visibility, not
+by a sequence number: a transaction that took a lower number can commit after a higher one,
+and a cursor over the numbers would skip it; a row is new if it was not visible in the last
+snapshot (``pg_visible_in_snapshot``), and rows of transactions older than that snapshot's
+``xmin`` were all visible then. Rows older than ``FEED_KEEP_S`` are trimmed by the writers;
+a replica whose last snapshot predates a trim reloads everything.
+
+The writer mirrors its own commits into the replica before acknowledging them (a process
+reads its own writes), holding :attr:`Replica.lock` from before its COMMIT until the mirror
+is applied; a catch-up holds it from its snapshot until it applied what it read. So a
+catch-up either sees a commit or runs wholly before its mirror: never an older state
+applied over a newer one. Catch-ups skip the feed rows of their own store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import numpy as np
+from psycopg import sql
+
+from memlane.store.postgres.connections import Connection
+from memlane.store.postgres.vectors import decode_vector
+from memlane.vectors import VectorIndex
+
+__all__ = ["FEED_KEEP_S", "Replica"]
+
+log = logging.getLogger(__name__)
+
+FEED_KEEP_S = 300.0  # feed rows are trimmed after this long; a replica behind it reloads
+
+
+class Replica:
+    """A :class:`VectorIndex` that follows the change feed of ``schema``."""
+
+    def __init__(self, schema: str, index: VectorIndex, writer: str) -> None:
+        self.schema = schema
+        self.index = index
+        self.writer = writer  # this store's token in the feed's ``writer`` column
+        self.lock = asyncio.Lock()
+        self._snapshot: str | None = None  # pg_snapshot text of the last load or catch-up
+        self.catch_ups = 0
+        self.reloads = 0
+        name = sql.Identifier(schema)
+        self._all_vectors = sql.SQL(
+            "SELECT item_id, embedding FROM {}.vectors ORDER BY item_id, n"
+        ).format(name)
+        self._vectors_of = sql.SQL(
+            "SELECT item_id, embedding FROM {}.vectors WHERE item_id = ANY(%s) ORDER BY item_id, n"
+        ).format(name)
+        self._news = sql.SQL(
+            "SELECT DISTINCT unnest(item_ids) FROM {}.changes"
+            " WHERE xid >= pg_snapshot_xmin(%s::pg_snapshot)"
+            " AND NOT pg_visible_in_snapshot(xid, %s::pg_snapshot) AND writer <> %s"
+        ).format(name)
+        self._trimmed = sql.SQL(
+            "SELECT value FROM {}.memlane_meta WHERE name = 'feed_trimmed_below'"
+        ).format(name)
+
+    async def load(self, conn: Connection) -> None:
+        """Load every vector, and remember the snapshot they were read in."""
+        async with self.lock:
+            await self._reload(conn)
+
+    async def catch_up(self, conn: Connection) -> int:
+        """Apply what other processes committed since the last look; how many items."""
+        async with self.lock, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            snapshot = await _snapshot(conn)
+            assert self._snapshot is not None, "catch_up before load"
+            if await self._behind_trim(conn):
+                await self._read_all(conn)
+                self._snapshot = snapshot
+                self.reloads += 1
+                return -1
+            cursor = await conn.execute(
+                self._news, [self._snapshot, self._snapshot, self.writer]
+            )
+            ids = [int(row[0]) for row in await cursor.fetchall()]
+            if ids:
+                await self._apply(conn, ids)
+            self._snapshot = snapshot
+            self.catch_ups += 1
+            return len(ids)
+
+    async def _reload(self, conn: Connection) -> None:
+        async with conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            self._snapshot = await _snapshot(conn)
+            await self._read_all(conn)
+
+    async def _read_all(self, conn: Connection) -> None:
+        cursor = conn.cursor(binary=True)
+        await cursor.execute(self._all_vectors)
+        ids, counts, blocks = _group(await cursor.fetchall())
+        stale = np.setdiff1d(self.index.item_ids(), ids, assume_unique=True)
+        if len(stale):
+            self.index.remove(stale.tolist())
+        vectors = np.stack(blocks) if blocks else np.empty((0, self.index.dims), np.float32)
+        self.index.load(ids, counts, vectors)
+
+    async def _apply(self, conn: Connection, ids: list[int]) -> None:
+        cursor = conn.cursor(binary=True)
+        await cursor.execute(self._vectors_of, [ids])
+        found, counts, blocks = _group(await cursor.fetchall())
+        gone = sorted(set(ids) - set(found.tolist()))
+        if gone:
+            self.index.remove(gone)
+        if len(found):
+            self.index.load(found, counts, np.stack(blocks))
+
+    async def _behind_trim(self, conn: Connection) -> bool:
+        cursor = await conn.execute(self._trimmed)
+        row = await cursor.fetchone()
+        if row is None:
+            return False
+        cursor = await conn.execute(
+            "SELECT %s::xid8 >= pg_snapshot_xmin(%s::pg_snapshot)", [row[0], self._snapshot]
+        )
+        behind = await cursor.fetchone()
+        return bool(behind and behind[0])
+
+
+async def _snapshot(conn: Connection) -> str:
+    cursor = await conn.execute("SELECT pg_current_snapshot()::text")
+    row = await cursor.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _group(rows: list[Any]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Rows of (item_id, vector) ordered by item: unique ids, vectors per id, the vectors."""
+    if not rows:
+        return np.empty(0, np.int64), np.empty(0, np.int64), []
+    owners = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    ids, counts = np.unique(owners, return_counts=True)
+    return ids, counts, [decode_vector(row[1]) for row in rows]
