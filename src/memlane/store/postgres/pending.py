@@ -55,17 +55,18 @@ async def embed_pending(
             owners.extend([int(row[0])] * len(outcome.vectors))
             numbers.extend(range(len(outcome.vectors)))
             blocks.append(outcome.vectors)
-        stamps = [[int(row[0]) for row in rows], [int(row[3]) for row in rows]]
+        stamps = {int(row[0]): int(row[3]) for row in rows}
         async with conn.transaction():
             cursor = await conn.execute(
                 sql.SQL(
-                    "SELECT i.id FROM {schema}.items i"
-                    " JOIN unnest(%b::bigint[], %b::bigint[]) AS s(id, stamp) ON s.id = i.id"
-                    " WHERE i.updated_at = s.stamp FOR UPDATE OF i"
+                    "SELECT id, updated_at FROM {schema}.items WHERE id = ANY(%b) FOR UPDATE"
                 ).format(schema=name),
-                stamps,
+                [list(stamps)],
             )
-            unchanged = {int(r[0]) for r in await cursor.fetchall()}
+            unchanged = {
+                int(item_id) for item_id, stamp in await cursor.fetchall()
+                if stamps.get(int(item_id)) == int(stamp)
+            }
             ids = sorted(unchanged)
             await conn.execute(
                 sql.SQL("DELETE FROM {}.vectors WHERE item_id = ANY(%b)").format(name), [ids]

@@ -34,10 +34,11 @@ from memlane.store.sqlite.codec import (
 from memlane.store.text_walk import TextOrderWalk, TextRange
 from memlane.store.types import StoreClosedError
 
-__all__ = ["ConnectionPool", "PoolTimeoutError", "Statements"]
+__all__ = ["FEW_CANDIDATES", "ConnectionPool", "PoolTimeoutError", "Statements"]
 
 _COLUMNS = ITEM_COLUMNS.replace("value", "value::text")
 _PAGE = 500  # rows fetched at a time while a filter is tested in Python
+FEW_CANDIDATES = 1_000  # a vector search's candidates fetched with their rows up to this
 
 
 class PoolTimeoutError(TimeoutError):
@@ -52,6 +53,7 @@ class ConnectionPool:
     ) -> None:
         self._connect = connect
         self._size = size
+        self.size = size
         self._timeout = timeout
         self._idle: list[Connection] = []
         self._open = 0
@@ -151,9 +153,6 @@ class Statements:
     def __init__(self, schema: str) -> None:
         items = sql.Identifier(schema, "items")
         live = "(expires_at IS NULL OR expires_at > %s)"
-        self.get_one = sql.SQL(
-            f"SELECT {_COLUMNS} FROM {{items}} WHERE namespace = %s AND key = %s AND {live}"
-        ).format(items=items)
         # A prefix is ``namespace = t OR t. < namespace < t/`` ('/' follows '.').
         scoped = "(namespace = %s OR (namespace > %s AND namespace < %s))"
         order = "ORDER BY updated_at DESC, namespace, key"
@@ -171,11 +170,14 @@ class Statements:
         self.scope_ids = sql.SQL(
             f"SELECT id FROM {{items}} WHERE {scoped} AND {live}"
         ).format(items=items)
-        self.scope_values = sql.SQL(
-            f"SELECT id, value::text FROM {{items}} WHERE {scoped} AND {live}"
+        self.scope_rows = sql.SQL(
+            f"SELECT {_COLUMNS} FROM {{items}} WHERE {scoped} AND {live} LIMIT %s"
         ).format(items=items)
-        self.all_values = sql.SQL(
-            f"SELECT id, value::text FROM {{items}} WHERE {live}"
+        self.scope_all_rows = sql.SQL(
+            f"SELECT {_COLUMNS} FROM {{items}} WHERE {scoped} AND {live}"
+        ).format(items=items)
+        self.all_rows = sql.SQL(
+            f"SELECT {_COLUMNS} FROM {{items}} WHERE {live}"
         ).format(items=items)
         self.by_id = sql.SQL(
             f"SELECT {_COLUMNS} FROM {{items}} WHERE id = ANY(%s) AND {live}"
@@ -183,15 +185,6 @@ class Statements:
         self.scan_all = sql.SQL(
             f"SELECT DISTINCT namespace FROM {{items}} WHERE {live} ORDER BY namespace"
         ).format(items=items)
-
-    async def get(
-        self, conn: Connection, namespace: tuple[str, ...], key: str, now: float
-    ) -> ItemRow | None:
-        if not is_storable(namespace):
-            return None
-        cursor = await conn.execute(self.get_one, [encode_namespace(namespace), key, now])
-        row = await cursor.fetchone()
-        return None if row is None else ItemRow._make(row)
 
     async def search(self, conn: Connection, op: PreparedSearch, now: float) -> list[ItemRow]:
         """The page of a search without a query: newest first, the filter in Python."""
@@ -222,26 +215,34 @@ class Statements:
             cursor = await conn.execute(self.page_all, [now, limit, offset])
         return [ItemRow._make(row) for row in await cursor.fetchall()]
 
-    async def candidate_ids(
+    async def candidates(
         self, conn: Connection, op: PreparedSearch, now: float
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, dict[int, ItemRow] | None]:
         """Ids of the live items the search's prefix and filter allow (the filter tested
-        in Python on their values)."""
+        in Python), with their rows when there are at most ``FEW_CANDIDATES`` of them (one
+        user's items: then no second statement fetches the hits' rows)."""
         if op.namespace_prefix and not is_storable(op.namespace_prefix):
-            return np.empty(0, dtype=np.int64)
+            return np.empty(0, dtype=np.int64), {}
         text = encode_namespace(op.namespace_prefix)
         scope = [text, text + ".", text + "/"]
         if op.filter.is_empty:
+            cursor = await conn.execute(self.scope_rows, [*scope, now, FEW_CANDIDATES + 1])
+            rows = [ItemRow._make(row) for row in await cursor.fetchall()]
+            if len(rows) <= FEW_CANDIDATES:
+                return _ids(rows), {row.id: row for row in rows}
             cursor = await conn.execute(self.scope_ids, [*scope, now])
-            rows = await cursor.fetchall()
-            return np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+            found = await cursor.fetchall()
+            return np.fromiter((r[0] for r in found), dtype=np.int64, count=len(found)), None
         if op.namespace_prefix:
-            cursor = await conn.execute(self.scope_values, [*scope, now])
+            cursor = await conn.execute(self.scope_all_rows, [*scope, now])
         else:
-            cursor = await conn.execute(self.all_values, [now])
+            cursor = await conn.execute(self.all_rows, [now])
         matches = op.filter.matches
-        kept = [row[0] for row in await cursor.fetchall() if matches(orjson.loads(row[1]))]
-        return np.array(kept, dtype=np.int64)
+        kept = [
+            row for row in map(ItemRow._make, await cursor.fetchall())
+            if matches(orjson.loads(row.value))
+        ]
+        return _ids(kept), {row.id: row for row in kept}
 
     async def rows_by_id(
         self, conn: Connection, ids: list[int], now: float
@@ -297,6 +298,10 @@ def _literal_prefix(op: PreparedList) -> tuple[str, ...]:
                 labels.append(label)
             return tuple(labels)
     return ()
+
+
+def _ids(rows: list[ItemRow]) -> np.ndarray:
+    return np.fromiter((row.id for row in rows), dtype=np.int64, count=len(rows))
 
 
 def _value(row: ItemRow) -> Any:

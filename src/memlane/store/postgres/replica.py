@@ -8,7 +8,8 @@ its last snapshot and those items' current vectors. "Since" is by snapshot visib
 by a sequence number: a transaction that took a lower number can commit after a higher one,
 and a cursor over the numbers would skip it; a row is new if it was not visible in the last
 snapshot (``pg_visible_in_snapshot``), and rows of transactions older than that snapshot's
-``xmin`` were all visible then. Rows older than ``FEED_KEEP_S`` are trimmed by the writers;
+``xmin`` were all visible then. A catch-up with nothing new costs one statement. Rows
+older than ``FEED_KEEP_S`` are trimmed by the writers;
 a replica whose last snapshot predates a trim reloads everything.
 
 The writer mirrors its own commits into the replica before acknowledging them (a process
@@ -56,14 +57,14 @@ class Replica:
         self._vectors_of = sql.SQL(
             "SELECT item_id, embedding FROM {}.vectors WHERE item_id = ANY(%s) ORDER BY item_id, n"
         ).format(name)
-        self._news = sql.SQL(
-            "SELECT DISTINCT unnest(item_ids) FROM {}.changes"
-            " WHERE xid >= pg_snapshot_xmin(%s::pg_snapshot)"
-            " AND NOT pg_visible_in_snapshot(xid, %s::pg_snapshot) AND writer <> %s"
-        ).format(name)
-        self._trimmed = sql.SQL(
-            "SELECT value FROM {}.memlane_meta WHERE name = 'feed_trimmed_below'"
-        ).format(name)
+        self._look = sql.SQL(
+            "SELECT pg_current_snapshot()::text,"
+            " COALESCE((SELECT value::xid8 >= pg_snapshot_xmin(%s::pg_snapshot)"
+            "  FROM {schema}.memlane_meta WHERE name = 'feed_trimmed_below'), false),"
+            " ARRAY(SELECT DISTINCT unnest(item_ids) FROM {schema}.changes"
+            "  WHERE xid >= pg_snapshot_xmin(%s::pg_snapshot)"
+            "  AND NOT pg_visible_in_snapshot(xid, %s::pg_snapshot) AND writer <> %s)"
+        ).format(schema=name)
 
     async def load(self, conn: Connection) -> None:
         """Load every vector, and remember the snapshot they were read in."""
@@ -71,25 +72,26 @@ class Replica:
             await self._reload(conn)
 
     async def catch_up(self, conn: Connection) -> int:
-        """Apply what other processes committed since the last look; how many items."""
-        async with self.lock, conn.transaction():
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            snapshot = await _snapshot(conn)
+        """Apply what other processes committed since the last look; how many items (-1:
+        everything was reloaded). One statement when nothing changed: it takes its
+        snapshot, whether the feed was trimmed past the last one, and the items of the rows
+        committed since (one statement sees one snapshot); the vectors of those items are
+        read after, in a state as new or newer, which a later change corrects again."""
+        async with self.lock:
             assert self._snapshot is not None, "catch_up before load"
-            if await self._behind_trim(conn):
+            last = self._snapshot
+            cursor = await conn.execute(self._look, [last, last, last, self.writer])
+            row = await cursor.fetchone()
+            assert row is not None
+            snapshot, behind, ids = str(row[0]), bool(row[1]), list(row[2] or [])
+            if behind:
                 await self._read_all(conn)
-                self._snapshot = snapshot
                 self.reloads += 1
-                return -1
-            cursor = await conn.execute(
-                self._news, [self._snapshot, self._snapshot, self.writer]
-            )
-            ids = [int(row[0]) for row in await cursor.fetchall()]
-            if ids:
-                await self._apply(conn, ids)
+            elif ids:
+                await self._apply(conn, [int(i) for i in ids])
             self._snapshot = snapshot
             self.catch_ups += 1
-            return len(ids)
+            return -1 if behind else len(ids)
 
     async def _reload(self, conn: Connection) -> None:
         async with conn.transaction():
@@ -116,18 +118,6 @@ class Replica:
             self.index.remove(gone)
         if len(found):
             self.index.load(found, counts, np.stack(blocks))
-
-    async def _behind_trim(self, conn: Connection) -> bool:
-        cursor = await conn.execute(self._trimmed)
-        row = await cursor.fetchone()
-        if row is None:
-            return False
-        cursor = await conn.execute(
-            "SELECT %s::xid8 >= pg_snapshot_xmin(%s::pg_snapshot)", [row[0], self._snapshot]
-        )
-        behind = await cursor.fetchone()
-        return bool(behind and behind[0])
-
 
 async def _snapshot(conn: Connection) -> str:
     cursor = await conn.execute("SELECT pg_current_snapshot()::text")

@@ -46,6 +46,7 @@ from memlane.store.ops import (
     prepare_put,
 )
 from memlane.store.postgres.connections import Connection, is_lost
+from memlane.store.postgres.gets import GetBatcher
 from memlane.store.postgres.pending import embed_pending
 from memlane.store.postgres.reader import ConnectionPool, Statements
 from memlane.store.postgres.replica import Replica
@@ -134,6 +135,7 @@ class PostgresStore(LoopBoundStore):
         self._writer = writer
         self._readers = readers
         self._reads = Statements(schema)
+        self._gets = GetBatcher(schema, self._read, drains=readers.size)
         self._queries = True  # False when opened with index=False: ``query=`` raises
         self._bind_to_running_loop(f"in schema {schema!r}")
         self._closing: asyncio.Task[None] | None = None
@@ -352,7 +354,7 @@ class PostgresStore(LoopBoundStore):
 
     async def _get(self, op: PreparedGet) -> Item | None:
         now = self._clock.now()
-        row = await self._read(lambda conn: self._reads.get(conn, op.namespace, op.key, now))
+        row = await self._gets.get(op.namespace, op.key, now)
         if row is None:
             return None
         if op.refresh_ttl and row.expiring:
@@ -377,17 +379,22 @@ class PostgresStore(LoopBoundStore):
         if self._consistency == "strong":
             await self._catch_ups.fresh()
         now = self._clock.now()
-        candidates = None
+        candidates = known = None
         if op.namespace_prefix or not op.filter.is_empty:
-            candidates = await self._read(lambda conn: self._reads.candidate_ids(conn, op, now))
+            candidates, known = await self._read(
+                lambda conn: self._reads.candidates(conn, op, now)
+            )
             if not len(candidates):
                 return []
         wanted = op.offset + op.limit
         k = wanted
         while True:
             hits = await self._coalescer.search(query, k, candidates)
-            ids = [item_id for item_id, _ in hits]
-            rows = await self._read(partial(self._reads.rows_by_id, ids=ids, now=now))
+            if known is not None:  # the candidates' rows came with them
+                rows = known
+            else:
+                ids = [item_id for item_id, _ in hits]
+                rows = await self._read(partial(self._reads.rows_by_id, ids=ids, now=now))
             kept: list[tuple[ItemRow, float | None]] = []
             for item_id, score in hits:
                 found = rows.get(item_id)

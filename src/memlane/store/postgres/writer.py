@@ -181,11 +181,17 @@ class PostgresWriter(DurableWriter):
                 # The replica's lock from before COMMIT until the mirror is applied: a
                 # catch-up sees this commit, or runs wholly before its mirror.
                 async with self._mirror_lock():
-                    async with conn.transaction():
+                    if self._statements.can_go_in_one(touches, sweep):
+                        committing = True  # one autocommitted statement: its own COMMIT
                         outcome = await self._statements.run(
                             conn, entries, stamps, touches, sweep, now
                         )
-                        committing = True  # leaving the block sends COMMIT
+                    else:
+                        async with conn.transaction():
+                            outcome = await self._statements.run(
+                                conn, entries, stamps, touches, sweep, now
+                            )
+                            committing = True  # leaving the block sends COMMIT
                     self._mirror(outcome)
                 return outcome
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
@@ -196,7 +202,10 @@ class PostgresWriter(DurableWriter):
                 if not is_lost(conn, exc):
                     raise
                 self._conn = None
-                if committing:
+                # The server ended the session (a restart, pg_terminate_backend): a backend
+                # ends at an interrupt check, inside a statement (rolled back) or idle
+                # (it never ran), not between its COMMIT and its answer.
+                if committing and not isinstance(exc, pg_errors.AdminShutdown):
                     raise CommitUnknownError(
                         "the connection to PostgreSQL was lost while this write committed: "
                         "it may or may not have been applied; read it back before retrying"
@@ -279,15 +288,17 @@ class _Statements:
             f" created_at = excluded.created_at, updated_at = excluded.updated_at,"
             f" ttl_minutes = excluded.ttl_minutes, expires_at = excluded.expires_at{returning}"
         ).format(items=items)
+        # Each key found by its own index probe (LATERAL ... LIMIT 1): joined to the
+        # recordset, the planner guesses 100 rows and scans the whole table instead.
         self.delete = sql.SQL(
-            "DELETE FROM {items} AS i USING json_to_recordset(%s) AS r(namespace text, key text)"
-            " WHERE i.namespace = r.namespace AND i.key = r.key RETURNING i.id"
+            "DELETE FROM {items} WHERE id = ANY(ARRAY(SELECT x.id FROM"
+            " json_to_recordset(%s) AS r(namespace text, key text) CROSS JOIN LATERAL"
+            " (SELECT i.id FROM {items} i WHERE i.namespace = r.namespace AND i.key = r.key"
+            " LIMIT 1) x)) RETURNING id"
         ).format(items=items)
         self.touch = sql.SQL(
-            "UPDATE {items} AS i SET expires_at = GREATEST(i.expires_at,"
-            " r.read_at + i.ttl_minutes * 60)"
-            " FROM json_to_recordset(%s) AS r(id bigint, read_at float8)"
-            " WHERE i.id = r.id AND i.ttl_minutes IS NOT NULL"
+            "UPDATE {items} SET expires_at = GREATEST(expires_at, %s + ttl_minutes * 60)"
+            " WHERE id = ANY(%b) AND ttl_minutes IS NOT NULL"
         ).format(items=items)
         self.sweep = sql.SQL(
             "DELETE FROM {items} WHERE expires_at IS NOT NULL AND expires_at <= %s RETURNING id"
@@ -319,6 +330,61 @@ class _Statements:
             " ON CONFLICT (name) DO UPDATE SET value = excluded.value"
         ).format(schema=name)
         self._next_trim = 0.0
+        self.one_shot = self._one_shot_statement(name, items, recordset, columns)
+
+    def _one_shot_statement(
+        self, name: sql.Identifier, items: sql.Composed | sql.Identifier, recordset: str,
+        columns: str,
+    ) -> sql.Composed:
+        """A batch of only puts and deletes as ONE statement (its own transaction, one round
+        trip): data-modifying CTEs for the deletes, the upserts and, indexed, the vectors
+        (new ones upserted by (item, n), old ones past the new count deleted: disjoint rows,
+        as CTEs of one statement must touch) and the feed's row, then NOTIFY."""
+        parts = [
+            "WITH d AS (DELETE FROM {items} WHERE id = ANY(ARRAY(SELECT x.id FROM"
+            " json_to_recordset(%(deletes)s) AS r(namespace text, key text) CROSS JOIN LATERAL"
+            " (SELECT i.id FROM {items} i WHERE i.namespace = r.namespace AND i.key = r.key"
+            " LIMIT 1) x)) RETURNING id),",
+            f" u AS (INSERT INTO {{items}} ({columns}) SELECT {columns}"
+            f" FROM {recordset.replace('%s', '%(fresh)s')} ORDER BY namespace, key"
+            f" ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,"
+            f" created_at = CASE WHEN items.expires_at IS NOT NULL"
+            f" AND items.expires_at <= %(now)s"
+            f" THEN excluded.created_at ELSE items.created_at END,"
+            f" updated_at = excluded.updated_at, ttl_minutes = excluded.ttl_minutes,"
+            f" expires_at = excluded.expires_at RETURNING id, namespace, key),",
+            f" m AS (INSERT INTO {{items}} ({columns}) SELECT {columns}"
+            f" FROM {recordset.replace('%s', '%(imported)s')} ORDER BY namespace, key"
+            f" ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,"
+            f" created_at = excluded.created_at, updated_at = excluded.updated_at,"
+            f" ttl_minutes = excluded.ttl_minutes, expires_at = excluded.expires_at"
+            f" RETURNING id, namespace, key),",
+            " w AS (SELECT * FROM u UNION ALL SELECT * FROM m)",
+        ]
+        tail = " SELECT 'w', id, namespace, key FROM w UNION ALL SELECT 'd', id, NULL, NULL FROM d"
+        if self.feed is not None:
+            parts += [
+                ", nv AS (SELECT w.id, v.n, v.embedding FROM unnest(%(v_namespaces)s::text[],"
+                " %(v_keys)s::text[], %(v_numbers)s::smallint[], %(v_vectors)s::vector[])"
+                " AS v(namespace, key, n, embedding)"
+                " JOIN w ON w.namespace = v.namespace AND w.key = v.key),",
+                " k AS (SELECT w.id, count(nv.n) AS k FROM w LEFT JOIN nv ON nv.id = w.id"
+                " GROUP BY w.id),",
+                " dv AS (DELETE FROM {schema}.vectors o WHERE o.item_id = ANY(ARRAY(SELECT id"
+                " FROM w)) AND o.n >= (SELECT k.k FROM k WHERE k.id = o.item_id)),",
+                " av AS (INSERT INTO {schema}.vectors (item_id, n, embedding)"
+                " SELECT id, n, embedding FROM nv"
+                " ON CONFLICT (item_id, n) DO UPDATE SET embedding = excluded.embedding),",
+                " lg AS (INSERT INTO {schema}.changes (at, writer, item_ids)"
+                " SELECT %(now)s, %(writer)s, c.ids FROM (SELECT ARRAY(SELECT id FROM d"
+                " UNION ALL SELECT id FROM w) AS ids) c WHERE cardinality(c.ids) > 0"
+                " RETURNING 1)",
+            ]
+            tail += (
+                " UNION ALL SELECT 'n', NULL, NULL, NULL FROM lg,"
+                " LATERAL pg_notify(%(channel)s, '') AS notified"
+            )
+        return sql.SQL(" ".join(parts) + tail).format(items=items, schema=name)
 
     async def run(
         self,
@@ -333,20 +399,26 @@ class _Statements:
         build = partial(_payloads, entries, stamps, touches, now)
         # Sorting and serialising thousands of rows is work for a thread, not the loop.
         payloads = await anyio.to_thread.run_sync(build) if len(entries) > MANY_OPS else build()
+        if self.can_go_in_one(touches, sweep):
+            await self._run_one_shot(conn, entries, payloads, now, outcome)
+            return outcome
+        # Sent together (pipelined), answered together: nothing waits between them.
+        deleting = upserting = importing = None
         if payloads.deletes is not None:
-            cursor = await conn.execute(self.delete, [_raw_json(payloads.deletes)])
-            outcome.removed.extend(row[0] for row in await cursor.fetchall())
-        written: list[tuple[Any, ...]] = []
+            deleting = await conn.execute(self.delete, [_raw_json(payloads.deletes)])
         if payloads.fresh is not None:
-            cursor = await conn.execute(self.upsert, [_raw_json(payloads.fresh), now])
-            if self.feed is not None:
-                written.extend(await cursor.fetchall())
+            upserting = await conn.execute(self.upsert, [_raw_json(payloads.fresh), now])
         if payloads.imported is not None:
-            cursor = await conn.execute(self.import_, [_raw_json(payloads.imported)])
-            if self.feed is not None:
-                written.extend(await cursor.fetchall())
-        if payloads.touches is not None:
-            await conn.execute(self.touch, [_raw_json(payloads.touches)])
+            importing = await conn.execute(self.import_, [_raw_json(payloads.imported)])
+        for read_at, touched in payloads.touches.items():  # one statement per read time
+            await conn.execute(self.touch, [read_at, touched])
+        written: list[tuple[Any, ...]] = []
+        if self.feed is not None:
+            if deleting is not None:
+                outcome.removed.extend(row[0] for row in await deleting.fetchall())
+            for cursor in (upserting, importing):
+                if cursor is not None:
+                    written.extend(await cursor.fetchall())
         if sweep is not None:
             may = sweep
             if not may:  # periodic: only while no other process sweeps
@@ -370,6 +442,57 @@ class _Statements:
                 self._next_trim = time.monotonic() + FEED_KEEP_S / 10
                 await conn.execute(self.trim, [now - FEED_KEEP_S])
         return outcome
+
+    def can_go_in_one(self, touches: list[tuple[float, int]], sweep: bool | None) -> bool:
+        """Whether a batch is one statement: only puts and deletes (no touches, no sweep,
+        not marking items for later embedding)."""
+        return not touches and sweep is None and not (self.feed and self.feed.mark_pending)
+
+    async def _run_one_shot(
+        self, conn: Connection, entries: list[Entry], payloads: _Payloads, now: float,
+        outcome: _Outcome,
+    ) -> None:
+        params: dict[str, Any] = {
+            "deletes": _raw_json(payloads.deletes or b"[]"),
+            "fresh": _raw_json(payloads.fresh or b"[]"),
+            "imported": _raw_json(payloads.imported or b"[]"),
+            "now": now,
+        }
+        vectors: dict[tuple[str, str], np.ndarray] = {}
+        if self.feed is not None:
+            namespaces: list[str] = []
+            keys: list[str] = []
+            numbers: list[int] = []
+            blocks: list[np.ndarray] = []
+            for entry in entries:
+                put = entry.put
+                if put.is_delete:
+                    continue
+                got = entry.vectors if entry.vectors is not None else _NO_VECTORS
+                where = (encode_namespace(put.namespace), put.key)
+                vectors[where] = got
+                namespaces += [where[0]] * len(got)
+                keys += [where[1]] * len(got)
+                numbers += range(len(got))
+                if len(got):
+                    blocks.append(got)
+            dims = blocks[0].shape[1] if blocks else 1
+            stacked = np.concatenate(blocks) if blocks else np.empty((0, dims), np.float32)
+            params |= {
+                "v_namespaces": namespaces,
+                "v_keys": keys,
+                "v_numbers": numbers,
+                "v_vectors": encode_vectors(stacked.astype(np.float32, copy=False),
+                                            self.feed.vector_oid),
+                "writer": self.feed.writer,
+                "channel": self.channel,
+            }
+        cursor = await conn.execute(self.one_shot, params)
+        for kind, item_id, namespace, key in await cursor.fetchall():
+            if kind == "d":
+                outcome.removed.append(int(item_id))
+            elif kind == "w" and self.feed is not None:
+                outcome.upserted.append((int(item_id), vectors[(str(namespace), str(key))]))
 
     async def _vectors(
         self,
@@ -431,7 +554,7 @@ class _Payloads:
     deletes: bytes | None
     fresh: bytes | None
     imported: bytes | None
-    touches: bytes | None
+    touches: dict[float, list[int]]  # read at -> the ids read then
 
 
 def _payloads(
@@ -452,10 +575,16 @@ def _payloads(
         ) if deletes else None,
         fresh=_rows(fresh, now) if fresh else None,
         imported=_rows(imported, now) if imported else None,
-        touches=orjson.dumps(
-            [{"id": item_id, "read_at": at} for at, item_id in touches]
-        ) if touches else None,
+        touches=_by_read_time(touches),
     )
+
+
+def _by_read_time(touches: list[tuple[float, int]]) -> dict[float, list[int]]:
+    """Touches grouped by when they were read (a batch's reads mostly share a few times)."""
+    grouped: dict[float, list[int]] = {}
+    for read_at, item_id in touches:
+        grouped.setdefault(read_at, []).append(item_id)
+    return grouped
 
 
 def _rows(puts: list[tuple[PreparedPut, int]], now: float) -> bytes:
