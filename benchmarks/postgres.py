@@ -39,7 +39,19 @@ def cpu_model() -> str:
 
 
 def value(n: int) -> dict[str, Any]:
-    return {"text": f"note {n} about topic {n % 37} and place {n % 11}", "n": n}
+    """~70 bytes; ``tag`` picks 1% of the items (the selective filter)."""
+    return {"text": f"note {n} about topic {n % 37} and place {n % 11}", "n": n, "tag": n % 100}
+
+
+async def filtered_pages(store: Any, rounds: int) -> list[list[str]]:
+    """Top 10 among the 1% of items of one tag (about 100 at 10k items), by meaning."""
+    pages = []
+    for n in range(rounds):
+        found = await store.asearch(
+            ("users",), query=f"topic {n % 37}", filter={"tag": n % 100}, limit=10
+        )
+        pages.append([item.key for item in found])
+    return pages
 
 
 async def timed_puts(store: Any, writers: int, per_writer: int, start: int) -> float:
@@ -83,9 +95,12 @@ async def fill(store: Any, items: int) -> None:
         ))
 
 
-async def measure(store: Any, items: int, quick: bool, indexed: bool) -> dict[str, float]:
+async def measure(
+    store: Any, items: int, quick: bool, indexed: bool
+) -> tuple[dict[str, float], list[list[str]]]:
     """The rows for one store: it starts empty; ``items`` are written before the reads."""
     rows: dict[str, float] = {}
+    pages: list[list[str]] = []
     scale = 0.2 if quick else 1.0
     rows["puts/s, 1 writer"] = await timed_puts(store, 1, int(200 * scale), 10_000_000)
     rows["puts/s, 100 writers"] = await timed_puts(store, 100, int(20 * scale), 20_000_000)
@@ -99,10 +114,14 @@ async def measure(store: Any, items: int, quick: bool, indexed: bool) -> dict[st
                                     limit=10), rounds)
         rows["search p50 ms, whole store"] = await p50_ms(
             lambda n: store.asearch(("users",), query=f"topic {n % 37}", limit=10), rounds)
+        pages = await filtered_pages(store, rounds)
+        rows["under-filled pages (1% filter), of 100"] = 100 * sum(
+            len(page) < 10 for page in pages
+        ) / len(pages)
     rows["filter p50 ms, one user's namespace"] = await p50_ms(
         lambda n: store.asearch(("users", f"u{n % USERS}"), filter={"n": n % items},
                                 limit=10), int(100 * scale))
-    return rows
+    return rows, pages
 
 
 async def run(quick: bool) -> None:
@@ -127,14 +146,21 @@ async def run(quick: bool) -> None:
             async with PostgresStore.open(
                 server.dsn, schema="bench_indexed" if indexed else "bench_plain", index=index
             ) as ours:
-                mine = await measure(ours, items, quick, indexed)
+                mine, our_pages = await measure(ours, items, quick, indexed)
             lg_index = {"dims": DIMS, "embed": embed_texts, "fields": ["text"]} if indexed else None
             database = "lg_indexed" if indexed else "lg_plain"
             async with AsyncPostgresStore.from_conn_string(
                 f"{base}/{database}", index=lg_index  # type: ignore[arg-type]
             ) as theirs:
                 await theirs.setup()
-                reference = await measure(theirs, items, quick, indexed)
+                reference, their_pages = await measure(theirs, items, quick, indexed)
+            if indexed:  # memlane's answers are exact: LangGraph's recall against them
+                hits = [
+                    len(set(exact) & set(approx)) / max(1, len(exact))
+                    for exact, approx in zip(our_pages, their_pages, strict=True)
+                ]
+                mine["recall@10 (1% filter)"] = 1.0
+                reference["recall@10 (1% filter)"] = statistics.mean(hits)
             results[label] = {"memlane": mine, "langgraph": reference}
         async with await psycopg.AsyncConnection.connect(server.dsn) as conn:
             version = (await (await conn.execute("SHOW server_version")).fetchone() or ["?"])[0]
@@ -146,6 +172,9 @@ async def run(quick: bool) -> None:
             for row, mine_value in pair["memlane"].items():
                 theirs_value = pair["langgraph"].get(row)
                 if theirs_value is None:
+                    continue
+                if "under-filled" in row or "recall" in row:
+                    print(f"{row:<40} {mine_value:>12,.2f} {theirs_value:>12,.2f}")
                     continue
                 lower_better = "ms" in row
                 ratio = theirs_value / mine_value if lower_better else mine_value / theirs_value

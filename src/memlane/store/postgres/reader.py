@@ -38,7 +38,7 @@ __all__ = ["FEW_CANDIDATES", "ConnectionPool", "PoolTimeoutError", "Statements"]
 
 _COLUMNS = ITEM_COLUMNS.replace("value", "value::text")
 _PAGE = 500  # rows fetched at a time while a filter is tested in Python
-FEW_CANDIDATES = 1_000  # a vector search's candidates fetched with their rows up to this
+FEW_CANDIDATES = 256  # a vector search's candidates fetched with their rows up to this
 
 
 class PoolTimeoutError(TimeoutError):
@@ -170,9 +170,22 @@ class Statements:
         self.scope_ids = sql.SQL(
             f"SELECT id FROM {{items}} WHERE {scoped} AND {live}"
         ).format(items=items)
+        # Whether any item lies outside the prefix: three index probes, evaluated once. As
+        # ORDER BY ... LIMIT 1 subqueries: written as EXISTS, the planner scanned the table.
+        outside = (
+            "((SELECT namespace FROM {items} WHERE namespace < %s"
+            " ORDER BY namespace DESC LIMIT 1) IS NOT NULL"
+            " OR (SELECT namespace FROM {items} WHERE namespace > %s AND namespace <= %s"
+            " ORDER BY namespace LIMIT 1) IS NOT NULL"
+            " OR (SELECT namespace FROM {items} WHERE namespace >= %s"
+            " ORDER BY namespace LIMIT 1) IS NOT NULL)"
+        )
+        # Rows only when something lies outside the prefix (a one-time filter: a prefix over
+        # the whole store reads no rows); none at all sends the caller to ``outside``.
         self.scope_rows = sql.SQL(
-            f"SELECT {_COLUMNS} FROM {{items}} WHERE {scoped} AND {live} LIMIT %s"
+            f"SELECT {_COLUMNS} FROM {{items}} WHERE {outside} AND {scoped} AND {live} LIMIT %s"
         ).format(items=items)
+        self.outside = sql.SQL(f"SELECT {outside}").format(items=items)
         self.scope_all_rows = sql.SQL(
             f"SELECT {_COLUMNS} FROM {{items}} WHERE {scoped} AND {live}"
         ).format(items=items)
@@ -217,22 +230,32 @@ class Statements:
 
     async def candidates(
         self, conn: Connection, op: PreparedSearch, now: float
-    ) -> tuple[np.ndarray, dict[int, ItemRow] | None]:
+    ) -> tuple[np.ndarray | None, dict[int, ItemRow] | None]:
         """Ids of the live items the search's prefix and filter allow (the filter tested
         in Python), with their rows when there are at most ``FEW_CANDIDATES`` of them (one
-        user's items: then no second statement fetches the hits' rows)."""
+        user's items: then no second statement fetches the hits' rows); ``None`` ids when a
+        prefix alone holds every item (the whole index is searched, without ids)."""
         if op.namespace_prefix and not is_storable(op.namespace_prefix):
             return np.empty(0, dtype=np.int64), {}
         text = encode_namespace(op.namespace_prefix)
         scope = [text, text + ".", text + "/"]
         if op.filter.is_empty:
-            cursor = await conn.execute(self.scope_rows, [*scope, now, FEW_CANDIDATES + 1])
+            probes = [text, text, text + ".", text + "/"]
+            cursor = await conn.execute(
+                self.scope_rows, [*probes, *scope, now, FEW_CANDIDATES + 1]
+            )
             rows = [ItemRow._make(row) for row in await cursor.fetchall()]
+            if not rows:
+                cursor = await conn.execute(self.outside, probes)
+                flag = await cursor.fetchone()
+                if flag is not None and not flag[0]:
+                    return None, None  # the prefix holds every item: search them all
+                return _ids(rows), {}
             if len(rows) <= FEW_CANDIDATES:
                 return _ids(rows), {row.id: row for row in rows}
             cursor = await conn.execute(self.scope_ids, [*scope, now])
-            found = await cursor.fetchall()
-            return np.fromiter((r[0] for r in found), dtype=np.int64, count=len(found)), None
+            ids = await cursor.fetchall()
+            return np.fromiter((r[0] for r in ids), dtype=np.int64, count=len(ids)), None
         if op.namespace_prefix:
             cursor = await conn.execute(self.scope_all_rows, [*scope, now])
         else:

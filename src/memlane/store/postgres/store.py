@@ -53,7 +53,12 @@ from memlane.store.postgres.replica import Replica
 from memlane.store.postgres.schema import check_index, check_schema_name, migrate
 from memlane.store.postgres.vectors import register_vector_types
 from memlane.store.postgres.writer import Feed, PostgresWriter, channel_name
-from memlane.store.sqlite.codec import ItemRow, row_to_item, row_to_search_item
+from memlane.store.sqlite.codec import (
+    ItemRow,
+    encode_namespace,
+    row_to_item,
+    row_to_search_item,
+)
 from memlane.store.sqlite.policies import CLOSE_GIVE_UP_S
 from memlane.store.timestamps import Clock
 from memlane.store.types import (
@@ -384,7 +389,7 @@ class PostgresStore(LoopBoundStore):
             candidates, known = await self._read(
                 lambda conn: self._reads.candidates(conn, op, now)
             )
-            if not len(candidates):
+            if candidates is not None and not len(candidates):
                 return []
         wanted = op.offset + op.limit
         k = wanted
@@ -398,7 +403,7 @@ class PostgresStore(LoopBoundStore):
             kept: list[tuple[ItemRow, float | None]] = []
             for item_id, score in hits:
                 found = rows.get(item_id)
-                if found is None or (candidates is not None and not self._allows(op, found)):
+                if found is None or not self._allows(op, found):
                     continue
                 kept.append((found, score))
             if len(kept) >= wanted or len(hits) < k:
@@ -407,10 +412,13 @@ class PostgresStore(LoopBoundStore):
 
     @staticmethod
     def _allows(op: PreparedSearch, row: ItemRow) -> bool:
-        """Whether a row fetched after the candidates were chosen still matches."""
-        if op.filter.is_empty:
-            return True
-        return bool(op.filter.matches(orjson.loads(row.value)))
+        """Whether a row fetched after the candidates were chosen still matches (an item
+        written meanwhile outside the prefix, or out of the filter, is not)."""
+        if op.namespace_prefix:
+            text = encode_namespace(op.namespace_prefix)
+            if row.namespace != text and not row.namespace.startswith(text + "."):
+                return False
+        return op.filter.is_empty or bool(op.filter.matches(orjson.loads(row.value)))
 
     def _found(
         self, page: list[tuple[ItemRow, float | None]], op: PreparedSearch, now: float
