@@ -41,10 +41,10 @@ asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
 """
 
 
-def _start_writer(dsn: str, schema: str, writer: str) -> subprocess.Popen[str]:
-    """A real process that writes 150 items, deletes one, and says when all are acked."""
+def _child(script: str, *args: str) -> subprocess.Popen[str]:
+    """A real Python process running ``script`` with ``args``, talking through pipes."""
     return subprocess.Popen(
-        [sys.executable, "-c", CHILD, dsn, schema, writer, "150"],
+        [sys.executable, "-c", script, *args],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )
 
@@ -64,7 +64,7 @@ async def test_what_other_processes_acknowledged_is_visible_to_the_next_read(
 ) -> None:
     schema = fresh_schema()
     async with PostgresStore.open(postgres_dsn, schema=schema) as store:
-        children = [_start_writer(postgres_dsn, schema, f"w{n}") for n in range(3)]
+        children = [_child(CHILD, postgres_dsn, schema, f"w{n}", "150") for n in range(3)]
         try:
             for n, child in enumerate(children):
                 assert child.stdout is not None
@@ -199,13 +199,6 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
-def _indexed_writer(dsn: str, schema: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", INDEXED_CHILD, dsn, schema],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )
-
-
 async def _tell(child: subprocess.Popen[str], line: str) -> None:
     """Send a command to the child and wait for its acknowledgement."""
     assert child.stdin is not None and child.stdout is not None
@@ -229,7 +222,7 @@ async def test_another_process_vectors_reach_this_replica(
     async with PostgresStore.open(
         postgres_dsn, schema=schema, index=index, consistency=consistency
     ) as store:
-        child = _indexed_writer(postgres_dsn, schema)
+        child = _child(INDEXED_CHILD, postgres_dsn, schema)
         try:
 
             async def keys(query: str) -> set[str]:
@@ -320,3 +313,145 @@ async def test_a_replica_behind_the_feed_trim_reloads(postgres_dsn: str) -> None
         assert [hit.key for hit in await reader.asearch(("a",), query="rock")] == ["k"]
         replica = reader._replica
         assert replica is not None and replica.reloads >= 1, "it must reload, not trust the feed"
+
+
+KILLED_CHILD = """
+import asyncio, sys
+from tests.conftest import KEYWORD_DIMS, keyword_embed
+from memlane import IndexConfig, PostgresStore, PutOp
+
+INDEX = IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+
+async def main(dsn, schema, round_):
+    async with PostgresStore.open(dsn, schema=schema, index=INDEX) as store:
+        async def writer(w):
+            for i in range(10_000):
+                key = f"r{round_}-w{w}-{i}"
+                # a group of 3 keys in one batch call: all or nothing
+                await store.abatch([
+                    PutOp(("g", key), part, {"text": "jazz music"})
+                    for part in ("a", "b", "c")
+                ])
+                print(key, flush=True)  # printed only once acknowledged
+        await asyncio.gather(*(writer(w) for w in range(20)))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3]))
+"""
+
+
+@pytest.mark.slow
+async def test_sigkill_of_a_writing_process_loses_nothing_acknowledged(
+    postgres_dsn: str,
+) -> None:
+    """10 rounds: a process writes groups of 3 keys with 20 tasks and is SIGKILLed after a
+    random number of acknowledgements; every acknowledged group is there, whole, and no
+    group is ever half there, with its vectors (a query finds every acknowledged key)."""
+    import random
+
+    from tests.conftest import KEYWORD_DIMS, keyword_embed
+
+    from memlane import IndexConfig
+
+    index = IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+    schema = fresh_schema()
+    rng = random.Random(16)
+    acknowledged: list[str] = []
+    for round_ in range(10):
+        child = _child(KILLED_CHILD, postgres_dsn, schema, str(round_))
+        try:
+            assert child.stdout is not None
+            for _ in range(rng.randint(20, 400)):
+                line = await asyncio.to_thread(child.stdout.readline)
+                assert line, "the writer exited early"
+                acknowledged.append(line.strip())
+            child.kill()
+            child.wait(30)
+            # Acknowledgements printed before the kill but not read yet count too.
+            acknowledged.extend(line.strip() for line in child.stdout.read().splitlines())
+        finally:
+            child.kill()
+            child.wait(30)
+    async with PostgresStore.open(postgres_dsn, schema=schema, index=index) as store:
+        groups: dict[tuple[str, ...], set[str]] = {}
+        for namespace in await store.alist_namespaces(prefix=("g",), limit=100_000):
+            parts = await store.asearch(namespace, limit=10)
+            groups[namespace] = {item.key for item in parts}
+        assert all(parts == {"a", "b", "c"} for parts in groups.values()), "a half batch"
+        assert {("g", key) for key in acknowledged} <= set(groups)
+        for key in rng.sample(acknowledged, 20):
+            hits = await store.asearch(("g", key), query="jazz", limit=5)
+            assert {hit.key for hit in hits} == {"a", "b", "c"}, "vectors kept with the rows"
+    async with await psycopg.AsyncConnection.connect(postgres_dsn) as conn:
+        cursor = await conn.execute(
+            f"SELECT count(*) FROM {schema}.items i LEFT JOIN {schema}.vectors v"
+            f" ON v.item_id = i.id WHERE v.item_id IS NULL"
+        )
+        assert await cursor.fetchone() == (0,), "every item kept its vectors"
+
+
+LOAD_CHILD = """
+import asyncio, sys, random
+from tests.conftest import KEYWORD_DIMS, keyword_embed
+from memlane import IndexConfig, PostgresStore
+
+INDEX = IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+
+async def main(dsn, schema, me):
+    rng = random.Random(me)
+    final = {}
+    async with PostgresStore.open(dsn, schema=schema, index=INDEX) as store:
+        async def task(t):
+            for i in range(12):
+                key = f"p{me}-t{t}-{i % 4}"   # each task rewrites its own 4 keys
+                if rng.random() < 0.25:
+                    await store.adelete(("load", f"p{me}"), key)
+                    final[key] = None
+                else:
+                    text = rng.choice(["jazz", "rock", "pizza"])
+                    await store.aput(("load", f"p{me}"), key, {"text": text, "i": i})
+                    final[key] = text
+                if i % 3 == 0:
+                    await store.asearch(("load",), query="jazz", limit=5)
+        await asyncio.gather(*(task(t) for t in range(100)))
+    for key, text in sorted(final.items()):
+        print(key, text, flush=True)
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+@pytest.mark.slow
+async def test_four_processes_of_100_tasks_leave_every_key_in_its_final_state(
+    postgres_dsn: str,
+) -> None:
+    from tests.conftest import KEYWORD_DIMS, keyword_embed
+
+    from memlane import IndexConfig
+
+    index = IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+    schema = fresh_schema()
+    async with PostgresStore.open(postgres_dsn, schema=schema, index=index) as store:
+        children = [_child(LOAD_CHILD, postgres_dsn, schema, str(n)) for n in range(4)]
+        final: dict[str, str | None] = {}
+        try:
+            for child in children:
+                out, _ = await asyncio.to_thread(child.communicate, None, 120)
+                assert child.returncode == 0
+                for line in out.splitlines():
+                    key, text = line.split()
+                    final[key] = None if text == "None" else text
+        finally:
+            for child in children:
+                child.kill()
+                child.wait(30)
+        assert len(final) == 4 * 100 * 4
+        for key, text in final.items():
+            namespace = ("load", key.split("-")[0])
+            item = await store.aget(namespace, key)
+            assert (item.value["text"] if item else None) == text, key
+        # This process's replica followed all of it: a query per word finds exactly the
+        # keys whose final text is that word.
+        for word in ("jazz", "rock", "pizza"):
+            hits = await store.asearch(("load",), query=word, limit=2_000)
+            found = {hit.key for hit in hits if hit.score and hit.score > 0.5}
+            assert found == {key for key, text in final.items() if text == word}, word
