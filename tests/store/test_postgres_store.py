@@ -455,3 +455,30 @@ async def test_four_processes_of_100_tasks_leave_every_key_in_its_final_state(
             hits = await store.asearch(("load",), query=word, limit=2_000)
             found = {hit.key for hit in hits if hit.score and hit.score > 0.5}
             assert found == {key for key, text in final.items() if text == word}, word
+
+
+async def test_one_periodic_sweeper_at_a_time_and_it_moves_when_its_holder_goes(
+    postgres_dsn: str,
+) -> None:
+    """The periodic sweep runs only in a transaction that takes the schema's sweep lock:
+    while another session holds it (a sweep under way elsewhere) nothing is swept; once that
+    session ends (its process died), the next periodic sweep here sweeps. An explicit
+    ``asweep_expired`` always runs."""
+    from memlane.store.postgres.schema import schema_lock_id
+
+    schema = fresh_schema()
+    now = [1_700_000_000.0]
+    async with PostgresStore.open(postgres_dsn, schema=schema, clock=lambda: now[0]) as store:
+        for n in range(3):
+            await store.aput(("a",), f"k{n}", {"v": n}, ttl=1)
+        now[0] += 120  # all expired, not yet swept
+        holder = await psycopg.AsyncConnection.connect(postgres_dsn)
+        try:
+            await holder.execute("SELECT pg_advisory_lock(%s)", [schema_lock_id(schema, "sweep")])
+            assert await store._writer.sweep(periodic=True) == 0  # another process sweeps
+        finally:
+            await holder.close()  # as if its process died: PostgreSQL frees the lock
+        assert await store._writer.sweep(periodic=True) == 3
+        await store.aput(("a",), "k9", {"v": 9}, ttl=1)
+        now[0] += 120
+        assert await store.asweep_expired() == 1
