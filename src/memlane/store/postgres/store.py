@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -31,19 +31,13 @@ import psycopg
 from anyio.from_thread import start_blocking_portal
 from psycopg import sql
 
-from memlane.store.heavy import MANY_OPS, is_heavy
+from memlane.store.durable_store import DurableStore
 from memlane.store.indexing import Indexer
-from memlane.store.loop_bound import LoopBoundStore, Opening
+from memlane.store.loop_bound import Opening
 from memlane.store.ops import (
     PreparedGet,
     PreparedList,
-    PreparedPut,
     PreparedSearch,
-    as_op_list,
-    prepare_get,
-    prepare_imports,
-    prepare_ops,
-    prepare_put,
 )
 from memlane.store.postgres.connections import Connection, is_lost
 from memlane.store.postgres.gets import GetBatcher
@@ -62,13 +56,8 @@ from memlane.store.sqlite.codec import (
 from memlane.store.sqlite.policies import CLOSE_GIVE_UP_S
 from memlane.store.timestamps import Clock
 from memlane.store.types import (
-    NOT_PROVIDED,
-    ImportItem,
     IndexConfig,
     Item,
-    NotProvided,
-    Op,
-    Result,
     SearchItem,
     TTLConfig,
 )
@@ -112,7 +101,7 @@ class _CatchUps:
             self._running = None
 
 
-class PostgresStore(LoopBoundStore):
+class PostgresStore(DurableStore[PostgresWriter]):
     """The contract on PostgreSQL: see docs/contract.md and docs/postgres.md."""
 
     def __init__(
@@ -287,60 +276,6 @@ class PostgresStore(LoopBoundStore):
             yield store
 
     # ---- the batch entry points ----------------------------------------------------------
-
-    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
-        self._check_async()
-        ops = as_op_list(ops)
-        check = partial(prepare_ops, ops, self.ttl_config, queries=self._queries)
-        prepared = await anyio.to_thread.run_sync(check) if is_heavy(ops) else check()
-        results: list[Result] = [None] * len(prepared)
-        puts: list[PreparedPut] = []
-        for row, op in enumerate(prepared):
-            if isinstance(op, PreparedPut):
-                puts.append(op)
-            elif isinstance(op, PreparedGet):
-                results[row] = await self._get(op)
-            elif isinstance(op, PreparedSearch):
-                results[row] = await self._search(op)
-            elif isinstance(op, PreparedList):
-                results[row] = await self._list(op)
-        if puts:
-            await self._writer.write(puts)
-        return results
-
-    async def aput(
-        self,
-        namespace: tuple[str, ...],
-        key: str,
-        value: dict[str, Any] | None,
-        index: Literal[False] | list[str] | None = None,
-        *,
-        ttl: float | NotProvided | None = NOT_PROVIDED,
-    ) -> None:
-        self._check_async()
-        await self._writer.write([prepare_put(namespace, key, value, index, ttl, self.ttl_config)])
-
-    async def adelete(self, namespace: tuple[str, ...], key: str) -> None:
-        self._check_async()
-        await self._writer.write([prepare_put(namespace, key, None, None, None, None)])
-
-    async def aget(
-        self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None
-    ) -> Item | None:
-        self._check_async()
-        return await self._get(prepare_get(namespace, key, refresh_ttl, self.ttl_config))
-
-    async def aimport(self, items: Iterable[ImportItem]) -> None:
-        """Store items that keep their own timestamps and expiry (migrations, restores):
-        checked like puts and written together, atomically, through the writer."""
-        self._check_async()
-        items = list(items)
-        now = self._clock.now()
-        check = partial(prepare_imports, items, now)
-        puts = await anyio.to_thread.run_sync(check) if len(items) > MANY_OPS else check()
-        if puts:
-            self._clock.observe(max(put.imported[1] for put in puts if put.imported))
-            await self._writer.write(puts)
 
     # ---- reads ---------------------------------------------------------------------------
 

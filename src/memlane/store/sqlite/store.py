@@ -17,29 +17,22 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import anyio
 from anyio.from_thread import start_blocking_portal
 
-from memlane.store.heavy import MANY_OPS, is_heavy
+from memlane.store.durable_store import DurableStore
 from memlane.store.indexing import Indexer
-from memlane.store.loop_bound import LoopBoundStore, Opening
+from memlane.store.loop_bound import Opening
 from memlane.store.ops import (
     PreparedGet,
     PreparedList,
-    PreparedPut,
     PreparedSearch,
-    as_op_list,
-    prepare_get,
-    prepare_imports,
-    prepare_ops,
-    prepare_put,
 )
 from memlane.store.sqlite import changelog
 from memlane.store.sqlite.connection import connect, run_on_connection_thread
@@ -67,13 +60,9 @@ from memlane.store.sqlite.stored_vectors import load_vectors
 from memlane.store.sqlite.writer import Writer
 from memlane.store.timestamps import Clock
 from memlane.store.types import (
-    NOT_PROVIDED,
-    ImportItem,
     IndexConfig,
     Item,
-    NotProvided,
-    Op,
-    Result,
+    SearchItem,
     StoreClosedError,
     TTLConfig,
 )
@@ -199,7 +188,7 @@ def _hard_linked(path: Path, links: int) -> ValueError:
     )
 
 
-class SqliteStore(LoopBoundStore):
+class SqliteStore(DurableStore[Writer]):
     """The contract on a SQLite file (WAL): see CONTRACT.md section 2 and docs/sqlite.md."""
 
     def __init__(
@@ -415,69 +404,17 @@ class SqliteStore(LoopBoundStore):
 
     # ---- the batch entry points ----------------------------------------------------------
 
-    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
-        self._check_async()
-        ops = as_op_list(ops)
-        check = partial(prepare_ops, ops, self.ttl_config, queries=self._queries)
-        prepared = await anyio.to_thread.run_sync(check) if is_heavy(ops) else check()
-        results: list[Result] = [None] * len(prepared)
-        puts: list[PreparedPut] = []
-        for row, op in enumerate(prepared):
-            if isinstance(op, PreparedPut):
-                puts.append(op)
-            elif isinstance(op, PreparedGet):
-                results[row] = await self._readers.get(op.namespace, op.key, op.refresh_ttl)
-            elif isinstance(op, PreparedSearch):
-                query = None
-                if op.query is not None and self._indexer is not None:
-                    query = await self._indexer.embedder.aembed_query(op.query)
-                results[row] = await self._readers.search(op, query)
-            elif isinstance(op, PreparedList):
-                results[row] = await self._readers.list_namespaces(op)
-        if puts:
-            await self._writer.write(puts)
-        return results
-
-    # Single-op fast paths: the same checks as ``abatch`` without building op lists.
-
-    async def aput(
-        self,
-        namespace: tuple[str, ...],
-        key: str,
-        value: dict[str, Any] | None,
-        index: Literal[False] | list[str] | None = None,
-        *,
-        ttl: float | NotProvided | None = NOT_PROVIDED,
-    ) -> None:
-        self._check_async()
-        await self._writer.write([prepare_put(namespace, key, value, index, ttl, self.ttl_config)])
-
-    async def adelete(self, namespace: tuple[str, ...], key: str) -> None:
-        self._check_async()
-        await self._writer.write([prepare_put(namespace, key, None, None, None, None)])
-
-    async def aget(
-        self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None = None
-    ) -> Item | None:
-        self._check_async()
-        op = prepare_get(namespace, key, refresh_ttl, self.ttl_config)
+    async def _get(self, op: PreparedGet) -> Item | None:
         return await self._readers.get(op.namespace, op.key, op.refresh_ttl)
 
-    async def aimport(self, items: Iterable[ImportItem]) -> None:
-        """Store items that keep their own timestamps and expiry (migrations, restores).
+    async def _search(self, op: PreparedSearch) -> list[SearchItem]:
+        query = None
+        if op.query is not None and self._indexer is not None:
+            query = await self._indexer.embedder.aembed_query(op.query)
+        return await self._readers.search(op, query)
 
-        Checked like puts and written together, atomically, through the writer: values are
-        embedded with the store's index, an existing key is overwritten. Later ordinary
-        writes still get newer ``updated_at`` stamps than any imported one.
-        """
-        self._check_async()
-        items = list(items)
-        now = self._clock.now()
-        check = partial(prepare_imports, items, now)
-        puts = await anyio.to_thread.run_sync(check) if len(items) > MANY_OPS else check()
-        if puts:
-            self._clock.observe(max(put.imported[1] for put in puts if put.imported))
-            await self._writer.write(puts)
+    async def _list(self, op: PreparedList) -> list[tuple[str, ...]]:
+        return await self._readers.list_namespaces(op)
 
     # ---- TTL -----------------------------------------------------------------------------
 
