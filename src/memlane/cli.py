@@ -130,6 +130,8 @@ def _add_index_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-size", type=int, default=500, metavar="N",
                         help="items per write batch (default 500)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--schema", default="memlane",
+                        help="a postgresql:// destination's schema (default memlane)")
 
 
 # ---- migrate / import --------------------------------------------------------------------
@@ -169,7 +171,8 @@ def _copy(source: Source, args: argparse.Namespace) -> int:
     try:
         report = anyio.run(
             lambda: migrate(source, args.destination, index=index,
-                            chunk_size=args.chunk_size, on_progress=progress)
+                            chunk_size=args.chunk_size, on_progress=progress,
+                            schema=args.schema)
         )
     finally:
         source.close()
@@ -180,10 +183,16 @@ def _copy(source: Source, args: argparse.Namespace) -> int:
     return 0
 
 
+_DESTINATION = (
+    "the memlane SQLite file to write (created if new), or a postgresql:// URL: the "
+    "PostgresStore in --schema"
+)
+
+
 def _add_migrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="a LangGraph SqliteStore file, a postgresql:// URL "
                                        "(needs psycopg), a memlane file, or a JSONL export")
-    parser.add_argument("destination", help="the memlane SQLite file to write (created if new)")
+    parser.add_argument("destination", help=_DESTINATION)
     _add_index_arguments(parser)
 
 
@@ -193,7 +202,7 @@ def run_migrate(args: argparse.Namespace) -> int:
 
 def _add_import_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="a JSONL file written by `memlane export`")
-    parser.add_argument("destination", help="the memlane SQLite file to write (created if new)")
+    parser.add_argument("destination", help=_DESTINATION)
     _add_index_arguments(parser)
 
 

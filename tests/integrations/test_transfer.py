@@ -338,3 +338,43 @@ def test_migrate_records_the_distance_given_on_the_command_line(
         pass
     assert main(["migrate", str(source), str(tmp_path / "x.db"), "--distance", "l2"]) == 2
     assert "--distance need --embed" in capsys.readouterr().err
+
+
+# ---- into PostgresStore --------------------------------------------------------------
+
+
+async def test_migrate_into_postgres_keeps_everything_and_reruns_unchanged(
+    source_file: Path, postgres_dsn: str, clock: FakeClock
+) -> None:
+    """The same source, the same report, into a PostgresStore schema; a re-run writes
+    nothing; the items keep their timestamps and are found by meaning."""
+    from tests.conftest import fresh_schema
+
+    from memlane import PostgresStore
+
+    schema = fresh_schema()
+    report = await migrate(open_source(source_file), postgres_dsn, index=INDEX, now=NOW,
+                           schema=schema)
+    assert (report.read, report.written, report.unchanged) == (9, 5, 0)
+    again = await migrate(open_source(source_file), postgres_dsn, index=INDEX, now=NOW,
+                          schema=schema)
+    assert (again.written, again.unchanged) == (0, 5)
+    async with PostgresStore.open(postgres_dsn, schema=schema, index=INDEX) as store:
+        item = await store.aget(("users", "u1", "memories"), "m1")
+        assert item is not None and item.value == GOOD[("users", "u1", "memories"), "m1"]
+        assert item.created_at == CREATED and item.updated_at == UPDATED
+        hits = await store.asearch(("users",), query="jazz", limit=1)
+        assert [hit.key for hit in hits] == ["m1"]
+
+
+def test_cli_imports_a_jsonl_export_into_postgres(
+    source_file: Path, tmp_path: Path, postgres_dsn: str
+) -> None:
+    from tests.conftest import fresh_schema
+
+    schema = fresh_schema()
+    exported = tmp_path / "backup.jsonl"
+    assert main(["export", str(source_file), str(exported)]) == 0
+    assert main(["import", str(exported), postgres_dsn, "--schema", schema,
+                 "--embed", "hashing:64", "-q"]) == 0
+    assert main(["import", str(exported), postgres_dsn, "--schema", "Bad-Name", "-q"]) == 1

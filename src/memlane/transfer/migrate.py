@@ -2,10 +2,11 @@
 
 Sources are read directly and read-only (a LangGraph ``SqliteStore`` file, a LangGraph
 ``PostgresStore`` database when psycopg is installed, a memlane SQLite file, or a JSONL
-export); the destination is a memlane SQLite file written through ``SqliteStore``, so
-values are checked and vectors embedded with the destination's index like any other put.
+export); the destination is a memlane SQLite file written through ``SqliteStore``, or a
+PostgresStore (a ``postgresql://`` URL and a schema), so values are checked and vectors
+embedded with the destination's index like any other put.
 
-Timestamps: each chunk goes through ``SqliteStore.aimport``, which writes the source's
+Timestamps: each chunk goes through the store's ``aimport``, which writes the source's
 ``created_at``/``updated_at`` and expiry atomically with the values. An interrupted run
 leaves only whole chunks behind; a re-run skips every item whose destination row already
 has the source's ``updated_at`` and value, and overwrites the rest by key: no duplicates.
@@ -24,6 +25,8 @@ from typing import Any
 
 import anyio
 
+from memlane.store.durable_store import DurableStore
+from memlane.store.loop_bound import Opening
 from memlane.store.ops import prepare_put
 from memlane.store.sqlite import SqliteStore
 from memlane.store.timestamps import to_micros
@@ -89,7 +92,34 @@ def _digest(encoded: bytes) -> bytes:
     return hashlib.blake2b(encoded, digest_size=16).digest()
 
 
-async def _put_chunk(store: SqliteStore, records: list[Record]) -> list[Skipped]:
+async def _existing_in_postgres(
+    dsn: str, schema: str
+) -> dict[tuple[str, str], tuple[int, bytes]]:
+    """The same as :func:`_existing`, for a PostgresStore's schema (empty if it is new)."""
+    import psycopg
+    from psycopg import sql
+
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cursor = await conn.execute("SELECT to_regclass(%s)", [f'"{schema}".items'])
+        row = await cursor.fetchone()
+        if row is None or row[0] is None:
+            return {}
+        cursor = await conn.execute(
+            sql.SQL("SELECT namespace, key, updated_at, value::text FROM {}").format(
+                sql.Identifier(schema, "items")
+            )
+        )
+        return {
+            (ns, key): (updated, _digest(value.encode()))
+            for ns, key, updated, value in await cursor.fetchall()
+        }
+
+
+def is_postgres_url(text: str) -> bool:
+    return text.startswith(("postgres://", "postgresql://"))
+
+
+async def _put_chunk(store: DurableStore[Any], records: list[Record]) -> list[Skipped]:
     """One atomic import for the chunk; if an embedding is refused, find which item by item."""
     try:
         await store.aimport(records)
@@ -136,8 +166,10 @@ async def migrate(
     chunk_size: int = 500,
     on_progress: Callable[[Progress], None] | None = None,
     now: float | None = None,
+    schema: str = "memlane",
 ) -> MigrationReport:
-    """Copy every item of ``source`` into the memlane SQLite file ``dst``.
+    """Copy every item of ``source`` into the memlane SQLite file ``dst``, or, when ``dst``
+    is a ``postgresql://`` URL, into the PostgresStore in its ``schema``.
 
     Namespaces, keys, values, ``created_at``/``updated_at`` and expiry are kept; vectors
     are computed with ``index`` (the destination's index config; ``None`` stores none).
@@ -146,10 +178,21 @@ async def migrate(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    dst_path = Path(dst)
     started = time.monotonic()
-    report = MigrationReport(source.description, str(dst_path))
-    existing = await anyio.to_thread.run_sync(_existing, dst_path)
+    text = os.fspath(dst)
+    opening: Opening[Any]
+    if is_postgres_url(text):
+        from memlane.store.postgres.schema import check_schema_name
+        from memlane.store.postgres.store import PostgresStore
+
+        report = MigrationReport(source.description, f"{text} (schema {schema})")
+        existing = await _existing_in_postgres(text, check_schema_name(schema))
+        opening = PostgresStore.open(text, schema=schema, index=index)
+    else:
+        dst_path = Path(text)
+        report = MigrationReport(source.description, str(dst_path))
+        existing = await anyio.to_thread.run_sync(_existing, dst_path)
+        opening = SqliteStore.open(dst_path, index=index)
     progress = Progress(total=await anyio.to_thread.run_sync(source.count))
     clock = time.time() if now is None else now
     rows = source.records()
@@ -157,7 +200,7 @@ async def migrate(
     def take() -> list[Record | Skipped]:
         return list(itertools.islice(rows, chunk_size))
 
-    async with SqliteStore.open(dst_path, index=index) as store:
+    async with opening as store:
         while chunk := await anyio.to_thread.run_sync(take):
             to_put: list[Record] = []
             for row in chunk:
