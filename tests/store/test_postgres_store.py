@@ -482,3 +482,81 @@ async def test_one_periodic_sweeper_at_a_time_and_it_moves_when_its_holder_goes(
         await store.aput(("a",), "k9", {"v": 9}, ttl=1)
         now[0] += 120
         assert await store.asweep_expired() == 1
+
+
+async def test_a_server_restart_under_load_loses_nothing_acknowledged(
+    own_server: LocalPostgres,
+) -> None:
+    """50 writers put without pause while the server restarts twice: every put either
+    succeeds (and is then there) or fails with a clear writer error (never a false
+    success); writing goes on after each restart."""
+    async with PostgresStore.open(own_server.dsn, schema="memlane") as store:
+        acknowledged: set[str] = set()
+        failures: list[BaseException] = []
+        stop = asyncio.Event()
+        progress = asyncio.Condition()
+
+        async def more(count: int) -> None:
+            """Wait until ``count`` more puts are acknowledged (writing goes on)."""
+            target = len(acknowledged) + count
+            async with progress:
+                await progress.wait_for(lambda: len(acknowledged) >= target)
+
+        async def writer(w: int) -> None:
+            n = 0
+            while not stop.is_set():
+                key = f"w{w}-{n}"
+                n += 1
+                try:
+                    await store.aput(("load",), key, {"n": n})
+                except (WriterError, CommitUnknownError, psycopg.OperationalError) as exc:
+                    failures.append(exc)
+                else:
+                    acknowledged.add(key)
+                    async with progress:
+                        progress.notify_all()
+
+        tasks = [asyncio.create_task(writer(w)) for w in range(50)]
+        try:
+            for _ in range(2):
+                await more(500)
+                own_server.restart()
+            await more(500)  # and on after the last restart
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+        stored = {item.key for item in await store.asearch(("load",), limit=1_000_000)}
+        assert acknowledged <= stored, f"{len(acknowledged - stored)} acknowledged puts lost"
+        assert all("PostgreSQL" in str(exc) or "connection" in str(exc) for exc in failures)
+
+
+async def test_a_read_only_database_refuses_writes_clearly_and_still_reads(
+    postgres_dsn: str,
+) -> None:
+    schema = fresh_schema()
+    async with PostgresStore.open(postgres_dsn, schema=schema) as store:
+        await store.aput(("a",), "kept", {"v": 1})
+    read_only = postgres_dsn + "?options=-c%20default_transaction_read_only%3Don"
+    async with PostgresStore.open(read_only, schema=schema) as store:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            await store.aput(("a",), "refused", {"v": 2})
+        assert await store.aget(("a",), "kept") is not None
+        assert await store.aget(("a",), "refused") is None
+
+
+async def test_a_statement_timeout_fails_the_read_clearly_and_the_store_goes_on(
+    postgres_dsn: str,
+) -> None:
+    schema = fresh_schema()
+    timed = postgres_dsn + "?options=-c%20statement_timeout%3D50"
+    async with PostgresStore.open(timed, schema=schema) as store:
+        await store.aput(("a",), "k", {"v": 1})
+        lock = await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True)
+        try:
+            async with lock.transaction():
+                await lock.execute(f"LOCK TABLE {schema}.items IN ACCESS EXCLUSIVE MODE")
+                with pytest.raises(psycopg.errors.QueryCanceled):
+                    await store.aget(("a",), "k")
+        finally:
+            await lock.close()
+        assert await store.aget(("a",), "k") is not None

@@ -100,6 +100,14 @@ async def migrate(conn: psycopg.AsyncConnection[tuple[object, ...]], schema: str
     name = sql.Identifier(schema)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", [schema_lock_id(schema, "migrate")])
+        current = await _version(conn, schema)
+        if current > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the schema {schema!r} was written by a newer memlane (schema {current}, "
+                f"this version knows up to {SCHEMA_VERSION}); upgrade memlane to open it"
+            )
+        if current == SCHEMA_VERSION:
+            return  # nothing to create: a read-only database (a standby) opens too
         await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
         await conn.execute(
             sql.SQL(
@@ -107,16 +115,6 @@ async def migrate(conn: psycopg.AsyncConnection[tuple[object, ...]], schema: str
                 " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
             ).format(name)
         )
-        cursor = await conn.execute(
-            sql.SQL("SELECT max(version) FROM {}.memlane_migrations").format(name)
-        )
-        row = await cursor.fetchone()
-        current = int(row[0]) if row is not None and row[0] is not None else 0  # type: ignore[call-overload]
-        if current > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"the schema {schema!r} was written by a newer memlane (schema {current}, "
-                f"this version knows up to {SCHEMA_VERSION}); upgrade memlane to open it"
-            )
         for version, title, script in MIGRATIONS:
             if version <= current:
                 continue
@@ -126,6 +124,21 @@ async def migrate(conn: psycopg.AsyncConnection[tuple[object, ...]], schema: str
                 .format(name),
                 [version, title],
             )
+
+
+async def _version(conn: psycopg.AsyncConnection[tuple[object, ...]], schema: str) -> int:
+    """The schema's migration version (0: no memlane tables there yet)."""
+    cursor = await conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL", [f'"{schema}".memlane_migrations']
+    )
+    row = await cursor.fetchone()
+    if row is None or not row[0]:
+        return 0
+    cursor = await conn.execute(
+        sql.SQL("SELECT max(version) FROM {}.memlane_migrations").format(sql.Identifier(schema))
+    )
+    found = await cursor.fetchone()
+    return int(str(found[0])) if found is not None and found[0] is not None else 0
 
 
 async def check_index(
@@ -147,7 +160,11 @@ async def check_index(
         row = await cursor.fetchone()
         recorded = orjson.loads(str(row[0])) if row is not None else None
         wanted = compare_index(recorded, config, disabled=disabled, where=f"the schema {schema!r}")
-        if config is not None:
+        cursor = await conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", [f'"{schema}".vectors']
+        )
+        has_vectors = await cursor.fetchone()
+        if config is not None and not (has_vectors and has_vectors[0]):
             await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             await conn.execute(
                 sql.SQL(
