@@ -364,8 +364,8 @@ class _Statements:
         tail = " SELECT 'w', id, namespace, key FROM w UNION ALL SELECT 'd', id, NULL, NULL FROM d"
         if self.feed is not None:
             parts += [
-                ", nv AS (SELECT w.id, v.n, v.embedding FROM unnest(%(v_namespaces)s::text[],"
-                " %(v_keys)s::text[], %(v_numbers)s::smallint[], %(v_vectors)s::vector[])"
+                ", nv AS (SELECT w.id, v.n, v.embedding FROM unnest(%(v_namespaces)b::text[],"
+                " %(v_keys)b::text[], %(v_numbers)b::smallint[], %(v_vectors)b::vector[])"
                 " AS v(namespace, key, n, embedding)"
                 " JOIN w ON w.namespace = v.namespace AND w.key = v.key),",
                 " k AS (SELECT w.id, count(nv.n) AS k FROM w LEFT JOIN nv ON nv.id = w.id"
