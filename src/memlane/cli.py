@@ -214,12 +214,16 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def _add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="a memlane SQLite file (or any migrate source)")
+    parser.add_argument("source", help="a memlane SQLite file, a postgresql:// URL with "
+                                       "--schema (a PostgresStore), or any migrate source")
     parser.add_argument("output", help="the JSONL file to write, or - for standard output")
+    parser.add_argument("--schema", default=None,
+                        help="read the memlane PostgresStore in this schema of a "
+                             "postgresql:// source (without it: LangGraph's PostgresStore)")
 
 
 def run_export(args: argparse.Namespace) -> int:
-    source = open_source(args.source)
+    source = open_source(args.source, schema=args.schema)
     try:
         if args.output == "-":
             skipped = export_jsonl(source, sys.stdout.buffer)

@@ -378,3 +378,22 @@ def test_cli_imports_a_jsonl_export_into_postgres(
     assert main(["import", str(exported), postgres_dsn, "--schema", schema,
                  "--embed", "hashing:64", "-q"]) == 0
     assert main(["import", str(exported), postgres_dsn, "--schema", "Bad-Name", "-q"]) == 1
+
+
+def test_cli_exports_a_postgres_store_and_imports_it_into_a_file(
+    source_file: Path, tmp_path: Path, postgres_dsn: str
+) -> None:
+    """PostgreSQL -> JSONL -> SQLite keeps every live item, timestamps included."""
+    from tests.conftest import fresh_schema
+
+    schema = fresh_schema()
+    assert main(["migrate", str(source_file), postgres_dsn, "--schema", schema, "-q"]) == 0
+    exported = tmp_path / "from-postgres.jsonl"
+    assert main(["export", postgres_dsn, str(exported), "--schema", schema]) == 0
+    lines = [orjson.loads(line) for line in exported.read_text().splitlines()]
+    items = [line for line in lines if "key" in line]
+    assert {(tuple(item["namespace"]), item["key"]) for item in items} == set(GOOD)
+    dst = tmp_path / "back.db"
+    assert main(["import", str(exported), str(dst), "-q"]) == 0
+    rows = item_rows(dst)
+    assert len(rows) == len(GOOD)

@@ -29,6 +29,7 @@ __all__ = [
     "JsonlSource",
     "LangGraphPostgresSource",
     "LangGraphSqliteSource",
+    "MemlanePostgresSource",
     "MemlaneSqliteSource",
     "Source",
     "open_source",
@@ -185,17 +186,66 @@ class MemlaneSqliteSource:
             " FROM items WHERE expires_at IS NULL OR expires_at > ? ORDER BY namespace, key",
             (self._now,),
         )
-        for namespace, key, value, created, updated, ttl, expires in cursor:
-            expiry = datetime.fromtimestamp(expires, UTC) if expires is not None else None
-            yield Record(
-                tuple(namespace.split(".")),
-                key,
-                orjson.loads(value),
-                from_micros(created),
-                from_micros(updated),
-                ttl,
-                expiry,
+        yield from _memlane_rows(cursor)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _memlane_rows(rows: Iterable[Sequence[Any]]) -> Iterator[Record]:
+    """memlane's item rows (either backend: namespace text, JSON text, microseconds)."""
+    for namespace, key, value, created, updated, ttl, expires in rows:
+        expiry = datetime.fromtimestamp(expires, UTC) if expires is not None else None
+        yield Record(
+            tuple(namespace.split(".")),
+            key,
+            orjson.loads(value),
+            from_micros(created),
+            from_micros(updated),
+            ttl,
+            expiry,
+        )
+
+
+class MemlanePostgresSource:
+    """The live items of a memlane PostgresStore's schema, read with a server-side cursor
+    in one snapshot (safe while the store is in use)."""
+
+    def __init__(self, url: str, schema: str, *, now: float | None = None) -> None:
+        from memlane.store.postgres.schema import check_schema_name
+
+        try:
+            psycopg = importlib.import_module("psycopg")
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "reading a PostgresStore needs psycopg: pip install 'memlane[postgres]'"
+            ) from exc
+        self._schema = check_schema_name(schema)
+        self.description = f"memlane PostgresStore {_redact(url)} (schema {schema})"
+        self._now = time.time() if now is None else now
+        self._conn: Any = psycopg.connect(url)
+        found = self._conn.execute("SELECT to_regclass(%s)", [f'"{schema}".items']).fetchone()
+        if found is None or found[0] is None:
+            self._conn.close()
+            raise ValueError(f"{self.description} holds no memlane store")
+
+    def count(self) -> int | None:
+        row = self._conn.execute(
+            f'SELECT count(*) FROM "{self._schema}".items'
+            " WHERE expires_at IS NULL OR expires_at > %s", [self._now]
+        ).fetchone()
+        return int(row[0])
+
+    def records(self) -> Iterator[Record | Skipped]:
+        with self._conn.cursor(name="memlane_export") as cursor:
+            cursor.itersize = 1_000
+            cursor.execute(
+                "SELECT namespace, key, value::text, created_at, updated_at, ttl_minutes,"
+                f' expires_at FROM "{self._schema}".items'
+                " WHERE expires_at IS NULL OR expires_at > %s ORDER BY namespace, key",
+                [self._now],
             )
+            yield from _memlane_rows(cursor)
 
     def close(self) -> None:
         self._conn.close()
@@ -263,11 +313,14 @@ class JsonlSource:
         self._file.close()
 
 
-def open_source(spec: str | os.PathLike[str]) -> Source:
-    """Pick the source for ``spec``: a Postgres URL, a JSONL file, or a SQLite file
+def open_source(spec: str | os.PathLike[str], *, schema: str | None = None) -> Source:
+    """Pick the source for ``spec``: a Postgres URL (memlane's PostgresStore in ``schema``
+    when one is given, else LangGraph's PostgresStore), a JSONL file, or a SQLite file
     (LangGraph's or memlane's, told apart by their tables)."""
     text = os.fspath(spec)
     if text.startswith(("postgres://", "postgresql://")):
+        if schema is not None:
+            return MemlanePostgresSource(text, schema)
         return LangGraphPostgresSource(text)
     path = Path(text)
     if not path.is_file():
