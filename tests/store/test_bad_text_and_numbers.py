@@ -133,3 +133,21 @@ async def test_a_ttl_config_out_of_range_is_a_value_error(
     with pytest.raises(ValueError, match="TTLConfig"):
         async with SqliteStore.open(tmp_path / "s.db", ttl=config):
             pass
+
+
+async def test_a_namespace_and_key_over_the_size_limit_are_refused_on_every_store(
+    make_store: StoreFactory,
+) -> None:
+    """At most 2,048 UTF-8 bytes together (PostgreSQL's index holds ~2,700): refused at the
+    call site everywhere, naming the limit; at the limit it is stored on every store."""
+    from memlane.store.ops import MAX_KEY_BYTES
+
+    store = await make_store()
+    namespace = ("users", "é" * 100)  # stored as "users.éé...": 5 + 1 + 200 bytes
+    at_limit = "k" * (MAX_KEY_BYTES - 206)
+    await store.aput(namespace, at_limit, {"v": 1})
+    assert await store.aget(namespace, at_limit) is not None
+    with pytest.raises(ValueError, match=r"2,049 bytes.*at most 2,048"):
+        await store.aput(namespace, at_limit + "k", {"v": 2})
+    with pytest.raises(ValueError, match="at most 2,048"):
+        await store.aput(("a",), "€" * 1_000, {"v": 3})  # 3,000 bytes in 1,000 characters

@@ -478,6 +478,16 @@ async def test_one_periodic_sweeper_at_a_time_and_it_moves_when_its_holder_goes(
             assert await store._writer.sweep(periodic=True) == 0  # another process sweeps
         finally:
             await holder.close()  # as if its process died: PostgreSQL frees the lock
+        async with await psycopg.AsyncConnection.connect(postgres_dsn) as watch:
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:  # the server frees it once the ended backend has gone
+                cursor = await watch.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                )
+                if await cursor.fetchone() == (0,):
+                    break
+                assert asyncio.get_running_loop().time() < deadline, "the lock stayed held"
+                await watch.rollback()
         assert await store._writer.sweep(periodic=True) == 3
         await store.aput(("a",), "k9", {"v": 9}, ttl=1)
         now[0] += 120

@@ -202,6 +202,25 @@ def _check_refresh(refresh_ttl: Any) -> None:
         raise ValueError(f"refresh_ttl must be True, False or None, got {refresh_ttl!r}")
 
 
+# A namespace and key together, in UTF-8 bytes: PostgreSQL's btree holds an index entry of
+# at most ~2,700 bytes, and every store refuses what one of them cannot keep.
+MAX_KEY_BYTES = 2_048
+
+
+def _check_key_size(namespace: tuple[str, ...], key: str) -> None:
+    """The namespace as stored (labels joined with ".") and the key, in UTF-8 bytes."""
+    chars = len(key) + sum(map(len, namespace)) + len(namespace) - 1
+    if chars * 4 <= MAX_KEY_BYTES:  # cannot be over, whatever the characters
+        return
+    size = len(key.encode()) + sum(len(label.encode()) for label in namespace) + len(namespace) - 1
+    if size > MAX_KEY_BYTES:
+        raise ValueError(
+            f"the namespace and key of a put take {size:,} bytes in UTF-8 (key {key!r:.40}); "
+            f"every store keeps at most {MAX_KEY_BYTES:,} together (PostgreSQL's index "
+            f"limit): shorten the key or the labels"
+        )
+
+
 def prepare_put(
     namespace: Any,
     key: Any,
@@ -213,6 +232,7 @@ def prepare_put(
     """Check one put or delete (``value`` None)."""
     checked_namespace = validate_namespace(namespace)
     checked_key = validate_key(key)
+    _check_key_size(checked_namespace, checked_key)
     if value is None:
         return PreparedPut(checked_namespace, checked_key, None, False, None)
     return PreparedPut(

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 import orjson
 from psycopg import sql
@@ -38,6 +39,7 @@ __all__ = ["FEW_CANDIDATES", "ConnectionPool", "PoolTimeoutError", "Statements"]
 
 _COLUMNS = ITEM_COLUMNS.replace("value", "value::text")
 _PAGE = 500  # rows fetched at a time while a filter is tested in Python
+_SCAN_PAGE = 5_000  # rows a page while a vector search's filter scans its scope
 FEW_CANDIDATES = 256  # a vector search's candidates fetched with their rows up to this
 
 
@@ -145,6 +147,8 @@ class ConnectionPool:
         for conn in idle:
             await conn.close()
         self._open -= len(idle)
+        if self._closings:  # broken connections still closing
+            await asyncio.gather(*self._closings, return_exceptions=True)
 
 
 class Statements:
@@ -185,7 +189,10 @@ class Statements:
         self.scope_rows = sql.SQL(
             f"SELECT {_COLUMNS} FROM {{items}} WHERE {outside} AND {scoped} AND {live} LIMIT %s"
         ).format(items=items)
-        self.outside = sql.SQL(f"SELECT {outside}").format(items=items)
+        # One statement, one snapshot: whether anything lies outside, whether anything is in.
+        self.outside = sql.SQL(
+            f"SELECT {outside}, EXISTS(SELECT 1 FROM {{items}} WHERE {scoped} AND {live})"
+        ).format(items=items)
         self.scope_all_rows = sql.SQL(
             f"SELECT {_COLUMNS} FROM {{items}} WHERE {scoped} AND {live}"
         ).format(items=items)
@@ -245,26 +252,38 @@ class Statements:
                 self.scope_rows, [*probes, *scope, now, FEW_CANDIDATES + 1]
             )
             rows = [ItemRow._make(row) for row in await cursor.fetchall()]
-            if not rows:
-                cursor = await conn.execute(self.outside, probes)
-                flag = await cursor.fetchone()
-                if flag is not None and not flag[0]:
+            if not rows:  # nothing outside, or nothing inside (or a write in between)
+                cursor = await conn.execute(self.outside, [*probes, *scope, now])
+                flags = await cursor.fetchone()
+                assert flags is not None
+                if not flags[0]:
                     return None, None  # the prefix holds every item: search them all
-                return _ids(rows), {}
-            if len(rows) <= FEW_CANDIDATES:
+                if not flags[1]:
+                    return _ids(rows), {}
+                # Both now: a write landed between the statements; take the ids.
+            elif len(rows) <= FEW_CANDIDATES:
                 return _ids(rows), {row.id: row for row in rows}
             cursor = await conn.execute(self.scope_ids, [*scope, now])
             ids = await cursor.fetchall()
             return np.fromiter((r[0] for r in ids), dtype=np.int64, count=len(ids)), None
-        if op.namespace_prefix:
-            cursor = await conn.execute(self.scope_all_rows, [*scope, now])
-        else:
-            cursor = await conn.execute(self.all_rows, [now])
+        # The scope's rows a page at a time through a server-side cursor, each page tested
+        # on a thread: a filter over a big store neither holds the loop nor every row.
         matches = op.filter.matches
-        kept = [
-            row for row in map(ItemRow._make, await cursor.fetchall())
-            if matches(orjson.loads(row.value))
-        ]
+
+        def keep(page: list[Any]) -> list[ItemRow]:
+            return [row for row in map(ItemRow._make, page) if matches(orjson.loads(row.value))]
+
+        kept: list[ItemRow] = []
+        async with conn.transaction():
+            cursor = conn.cursor(name="memlane_candidates")
+            if op.namespace_prefix:
+                await cursor.execute(self.scope_all_rows, [*scope, now])
+            else:
+                await cursor.execute(self.all_rows, [now])
+            while page := await cursor.fetchmany(_SCAN_PAGE):
+                big = len(page) > _PAGE
+                kept += await anyio.to_thread.run_sync(keep, page) if big else keep(page)
+            await cursor.close()
         return _ids(kept), {row.id: row for row in kept}
 
     async def rows_by_id(

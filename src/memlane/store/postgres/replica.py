@@ -50,6 +50,9 @@ class Replica:
         self._snapshot: str | None = None  # pg_snapshot text of the last load or catch-up
         self.catch_ups = 0
         self.reloads = 0
+        # Set by the writer after a commit of unknown outcome: it may be applied but was
+        # never mirrored, and catch-ups skip this store's own feed rows: reload instead.
+        self.reload_next = False
         name = sql.Identifier(schema)
         self._all_vectors = sql.SQL(
             "SELECT item_id, embedding FROM {}.vectors ORDER BY item_id, n"
@@ -84,8 +87,10 @@ class Replica:
             row = await cursor.fetchone()
             assert row is not None
             snapshot, behind, ids = str(row[0]), bool(row[1]), list(row[2] or [])
+            behind = behind or self.reload_next
             if behind:
                 await self._read_all(conn)
+                self.reload_next = False
                 self.reloads += 1
             elif ids:
                 await self._apply(conn, [int(i) for i in ids])

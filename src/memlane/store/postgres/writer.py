@@ -9,7 +9,9 @@ transaction; any other failure of a batch of several requests retries them one r
 transaction, so that one caller's bad write fails that caller only. A connection lost
 before the commit was sent is replaced and the batch retried (nothing was applied); lost
 while committing, the batch's callers get :class:`CommitUnknownError` (never a false
-success), and the next batch connects again.
+success), this process's replica reloads (the write may be applied, never mirrored), and
+the next batch connects again. A connection the server ended while it sat idle is found
+before use and replaced.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -202,10 +205,12 @@ class PostgresWriter(DurableWriter):
                 if not is_lost(conn, exc):
                     raise
                 self._conn = None
-                # The server ended the session (a restart, pg_terminate_backend): a backend
-                # ends at an interrupt check, inside a statement (rolled back) or idle
-                # (it never ran), not between its COMMIT and its answer.
-                if committing and not isinstance(exc, pg_errors.AdminShutdown):
+                # Lost with COMMIT sent (a single statement is its own): it may have been
+                # applied. A session the server ended while this one sat idle is found before
+                # use (``_connection``), so a restart does not leave the next write unknown.
+                if committing:
+                    if self._replica is not None:  # maybe applied, never mirrored
+                        self._replica.reload_next = True
                     raise CommitUnknownError(
                         "the connection to PostgreSQL was lost while this write committed: "
                         "it may or may not have been applied; read it back before retrying"
@@ -231,6 +236,10 @@ class PostgresWriter(DurableWriter):
 
     async def _connection(self) -> Connection:
         conn = self._conn
+        if conn is not None and not conn.closed and _ended_while_idle(conn):
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+            conn = self._conn = None
         if conn is None or conn.closed or conn.broken:
             self._conn = None
             try:
@@ -239,6 +248,16 @@ class PostgresWriter(DurableWriter):
                 raise WriterError(f"cannot reach PostgreSQL to commit this write: {exc}") from exc
             self._conn = conn
         return conn
+
+
+def _ended_while_idle(conn: Connection) -> bool:
+    """Whether an idle connection has input waiting: the server ended the session (a
+    restart, ``pg_terminate_backend``) or reported something; it is not used to commit."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
 
 
 def _sweep_wanted(sweeps: list[SweepRequest]) -> bool | None:
