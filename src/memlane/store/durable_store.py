@@ -8,15 +8,17 @@ when opened with ``index=False``: ``query=`` raises).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import partial
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Self, TypeVar
 
 import anyio
+from anyio.from_thread import start_blocking_portal
 
 from memlane.store.durable_writer import DurableWriter
 from memlane.store.heavy import MANY_OPS, is_heavy
-from memlane.store.loop_bound import LoopBoundStore
+from memlane.store.loop_bound import LoopBoundStore, Opening
 from memlane.store.ops import (
     PreparedGet,
     PreparedList,
@@ -52,6 +54,21 @@ class DurableStore(LoopBoundStore, Generic[W]):
     _clock: Clock
     ttl_config: TTLConfig | None
     _queries: bool
+
+    @classmethod
+    def open(cls, target: Any, /, **options: Any) -> Opening[Self]:
+        """Open (creating or upgrading) the store at ``target``: each backend's own."""
+        raise NotImplementedError
+
+    @classmethod
+    @contextmanager
+    def open_sync(cls, target: Any, /, **options: Any) -> Iterator[Self]:
+        """Open the store for scripts without an event loop: a background thread runs one."""
+        with (
+            start_blocking_portal("asyncio") as portal,
+            portal.wrap_async_context_manager(cls.open(target, **options)) as store,
+        ):
+            yield store
 
     async def _get(self, op: PreparedGet) -> Item | None:
         raise NotImplementedError

@@ -19,8 +19,7 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Literal, TypeVar
 
@@ -28,7 +27,6 @@ import anyio
 import numpy as np
 import orjson
 import psycopg
-from anyio.from_thread import start_blocking_portal
 from psycopg import sql
 
 from memlane.store.durable_store import DurableStore
@@ -138,7 +136,7 @@ class PostgresStore(DurableStore[PostgresWriter]):
     # ---- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, dsn: str, **options: Any) -> Opening[PostgresStore]:
+    def open(cls, dsn: str, /, **options: Any) -> Opening[PostgresStore]:
         """Open (creating or upgrading) the store in ``dsn``'s database: see :meth:`_open`.
 
         Either ``async with PostgresStore.open(dsn) as store:`` (closed on exit) or
@@ -265,15 +263,6 @@ class PostgresStore(DurableStore[PostgresWriter]):
             )
         return store
 
-    @classmethod
-    @contextmanager
-    def open_sync(cls, dsn: str, **options: Any) -> Iterator[PostgresStore]:
-        """Open the store for scripts without an event loop: a background thread runs one."""
-        with (
-            start_blocking_portal("asyncio") as portal,
-            portal.wrap_async_context_manager(cls.open(dsn, **options)) as store,
-        ):
-            yield store
 
     # ---- the batch entry points ----------------------------------------------------------
 

@@ -17,14 +17,12 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import anyio
-from anyio.from_thread import start_blocking_portal
 
 from memlane.store.durable_store import DurableStore
 from memlane.store.indexing import Indexer
@@ -219,7 +217,7 @@ class SqliteStore(DurableStore[Writer]):
     # ---- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], **options: Any) -> Opening[SqliteStore]:
+    def open(cls, path: str | os.PathLike[str], /, **options: Any) -> Opening[SqliteStore]:
         """Open (creating or upgrading) the store at ``path``: see :meth:`_open` for options.
 
         Either ``async with SqliteStore.open(path) as store:`` (closed on exit) or
@@ -392,15 +390,6 @@ class SqliteStore(DurableStore[Writer]):
             )
         return store
 
-    @classmethod
-    @contextmanager
-    def open_sync(cls, path: str | os.PathLike[str], **options: Any) -> Iterator[SqliteStore]:
-        """Open the store for scripts without an event loop: a background thread runs one."""
-        with (
-            start_blocking_portal("asyncio") as portal,
-            portal.wrap_async_context_manager(cls.open(path, **options)) as store,
-        ):
-            yield store
 
     # ---- the batch entry points ----------------------------------------------------------
 
