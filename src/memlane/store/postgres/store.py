@@ -294,7 +294,20 @@ class PostgresStore(DurableStore[PostgresWriter]):
         if not op.limit:
             return []
         if op.query and self._indexer is not None and self._coalescer is not None:
-            query = await self._indexer.embedder.aembed_query(op.query)
+            # The catch-up (strong) runs while the query is embedded: it began after this
+            # read did, so it covers everything acknowledged before.
+            caught_up = (
+                asyncio.ensure_future(self._catch_ups.fresh())
+                if self._consistency == "strong" else None
+            )
+            try:
+                query = await self._indexer.embedder.aembed_query(op.query)
+            except BaseException:
+                if caught_up is not None:
+                    caught_up.cancel()  # the catch-up itself, shared, goes on (shielded)
+                raise
+            if caught_up is not None:
+                await caught_up
             return await self._vector_search(op, query)
         now = self._clock.now()
         rows = await self._read(lambda conn: self._reads.search(conn, op, now))
@@ -305,8 +318,6 @@ class PostgresStore(DurableStore[PostgresWriter]):
         top hits' rows fetched live; a page left short by hits deleted, expired or gone
         out of the filter meanwhile is searched again with twice the ``k``."""
         assert self._coalescer is not None
-        if self._consistency == "strong":
-            await self._catch_ups.fresh()
         now = self._clock.now()
         candidates = known = None
         if op.namespace_prefix or not op.filter.is_empty:
