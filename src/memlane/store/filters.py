@@ -456,6 +456,15 @@ class Filter:
             )
         return _render(_sql(self._node, column))
 
+    def jsonb_superset(self, column: str) -> tuple[str, list[Any]] | None:
+        """A PostgreSQL condition over ``column`` (a ``jsonb`` expression) that holds for
+        every value this filter matches, and perhaps for some more: the rows a PostgresStore
+        search fetches, which ``matches`` then decides. ``None``: no condition to push (all
+        rows). Only what ``jsonb`` compares as the predicate does goes in (equality and
+        ``$in`` of strings, booleans and numbers below 2**53, ``$exists: True``,
+        ``$contains`` of those); anything else stands for "true", never "false"."""
+        return _superset(self._node, column)
+
     def __repr__(self) -> str:
         return f"Filter({self._node!r})"
 
@@ -942,3 +951,54 @@ def _sql_contains(loc: _Loc, operands: Sequence[Any]) -> _Frag:
     parts = [_frag("(", loc.call("json_type"), " IS 'array')")]
     parts += [_exists_element(loc, _sql_struct(element, x)) for x in operands]
     return _join(" AND ", parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# A jsonb condition implied by the filter (PostgresStore pushes it into SQL; the predicate
+# still decides). jsonb equality is structural with numbers compared as numbers (1 = 1.0) and
+# booleans apart from numbers, as the predicate's; only numbers below 2**53 go in, since the
+# predicate compares a stored integer beyond 64 bits as the nearest float and jsonb exactly.
+
+_JSONB_SAFE = 2**53
+
+
+def _jsonb_scalar(x: Any) -> bool:
+    if type(x) in (str, bool):
+        return True
+    return type(x) in (int, float) and abs(x) < _JSONB_SAFE
+
+
+def _superset(node: _Node, column: str) -> tuple[str, list[Any]] | None:
+    if isinstance(node, _And):
+        parts = [p for child in node.children if (p := _superset(child, column)) is not None]
+        return _joined(" AND ", parts) if parts else None
+    if isinstance(node, _Or):
+        found = [_superset(child, column) for child in node.children]
+        kept = [p for p in found if p is not None]
+        if not found or len(kept) < len(found):
+            return None  # a branch without a condition: any row may match
+        return _joined(" OR ", kept)
+    if isinstance(node, _Not | _Range):
+        return None
+    field = f"({column} #> %s::text[])"
+    path = list(node.path)
+    if isinstance(node, _Exists):
+        return (f"({field} IS NOT NULL)", [path]) if node.present else None
+    if not node.operands or not all(_jsonb_scalar(x) for x in node.operands):
+        return None
+    if isinstance(node, _Contains):  # a list holding every operand
+        return f"({field} @> %s::jsonb)", [path, orjson.dumps(list(node.operands)).decode()]
+    # equal to one of the operands, or a list holding one
+    values = [orjson.dumps(x).decode() for x in node.operands]
+    wrapped = [f"[{value}]" for value in values]
+    return (
+        f"({field} = ANY(%s::jsonb[]) OR {field} @> ANY(%s::jsonb[]))",
+        [path, values, path, wrapped],
+    )
+
+
+def _joined(sep: str, parts: list[tuple[str, list[Any]]]) -> tuple[str, list[Any]]:
+    params: list[Any] = []
+    for _, part_params in parts:
+        params.extend(part_params)
+    return "(" + sep.join(text for text, _ in parts) + ")", params

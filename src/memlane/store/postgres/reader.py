@@ -5,8 +5,10 @@ Rows come back in SQLite's layout (``ItemRow``: the namespace text, the value's 
 so items are built by the same code as SqliteStore's. A search's filter is tested by the
 filter language's Python predicate on the rows of its namespace prefix, in pages, in the
 order of the search (newest first): the same predicate InMemoryStore runs, so every store
-answers alike. ``list_namespaces`` reads the live namespaces under the listing's prefix in
-one statement and walks them as InMemoryStore walks its sorted set (``text_walk.py``).
+answers alike; what of the filter ``jsonb`` compares as the predicate does goes into the
+SQL first (``Filter.jsonb_superset``), so that only rows that may match travel.
+``list_namespaces`` reads the live namespaces under the listing's prefix in one statement
+and walks them as InMemoryStore walks its sorted set (``text_walk.py``).
 """
 
 from __future__ import annotations
@@ -160,13 +162,18 @@ class Statements:
         # A prefix is ``namespace = t OR t. < namespace < t/`` ('/' follows '.').
         scoped = "(namespace = %s OR (namespace > %s AND namespace < %s))"
         order = "ORDER BY updated_at DESC, namespace, key"
-        self.page_scoped = sql.SQL(
-            f"SELECT {_COLUMNS} FROM {{items}} WHERE {scoped} AND {live} {order}"
+        self._items = items
+        # With a filter, its jsonb superset goes where {pushed} is (``Filter.jsonb_superset``).
+        # {after}: the rows past the last one seen, in the search's order (no OFFSET: a
+        # rare match deep in a big scope would make paging by offset quadratic).
+        self._page_scoped = (
+            f"SELECT {_COLUMNS} FROM {{items}} WHERE {scoped} AND {live}{{pushed}}{{after}}"
+            f" {order} LIMIT %s OFFSET %s"
+        )
+        self._page_all = (
+            f"SELECT {_COLUMNS} FROM {{items}} WHERE {live}{{pushed}}{{after}} {order}"
             f" LIMIT %s OFFSET %s"
-        ).format(items=items)
-        self.page_all = sql.SQL(
-            f"SELECT {_COLUMNS} FROM {{items}} WHERE {live} {order} LIMIT %s OFFSET %s"
-        ).format(items=items)
+        )
         self.scan_scoped = sql.SQL(
             f"SELECT DISTINCT namespace FROM {{items}} WHERE {scoped} AND {live}"
             f" ORDER BY namespace"
@@ -193,12 +200,10 @@ class Statements:
         self.outside = sql.SQL(
             f"SELECT {outside}, EXISTS(SELECT 1 FROM {{items}} WHERE {scoped} AND {live})"
         ).format(items=items)
-        self.scope_all_rows = sql.SQL(
-            f"SELECT {_COLUMNS} FROM {{items}} WHERE {scoped} AND {live}"
-        ).format(items=items)
-        self.all_rows = sql.SQL(
-            f"SELECT {_COLUMNS} FROM {{items}} WHERE {live}"
-        ).format(items=items)
+        self._scope_all_rows = (
+            f"SELECT {_COLUMNS} FROM {{items}} WHERE {scoped} AND {live}{{pushed}}"
+        )
+        self._all_rows = f"SELECT {_COLUMNS} FROM {{items}} WHERE {live}{{pushed}}"
         self.by_id = sql.SQL(
             f"SELECT {_COLUMNS} FROM {{items}} WHERE id = ANY(%s) AND {live}"
         ).format(items=items)
@@ -207,33 +212,66 @@ class Statements:
         ).format(items=items)
 
     async def search(self, conn: Connection, op: PreparedSearch, now: float) -> list[ItemRow]:
-        """The page of a search without a query: newest first, the filter in Python."""
+        """The page of a search without a query: newest first, the filter in Python.
+
+        With a filter: a first page of the scope's rows as they come (one user's namespace
+        is answered by it); past it, the rest only through the filter's jsonb superset, a
+        page at a time after the last row seen (a rare match in a big store costs one scan
+        in PostgreSQL, not every row in Python)."""
         if op.namespace_prefix and not is_storable(op.namespace_prefix):
             return []
         if op.filter.is_empty:
-            return await self._page(conn, op, now, op.limit, op.offset)
+            return await self._page(conn, op, now, op.limit, pushed=False, offset=op.offset)
         matches = op.filter.matches
         kept: list[ItemRow] = []
         wanted = op.offset + op.limit
-        start = 0
-        while len(kept) < wanted:
-            rows = await self._page(conn, op, now, _PAGE, start)
+        rows = await self._page(conn, op, now, _PAGE, pushed=False)
+        while True:
             kept.extend(row for row in rows if matches(_value(row)))
-            if len(rows) < _PAGE:
-                break
-            start += _PAGE
-        return kept[op.offset : wanted]
+            if len(kept) >= wanted or len(rows) < _PAGE:
+                return kept[op.offset : wanted]
+            rows = await self._page(conn, op, now, _PAGE, pushed=True, after=rows[-1])
 
     async def _page(
-        self, conn: Connection, op: PreparedSearch, now: float, limit: int, offset: int
+        self,
+        conn: Connection,
+        op: PreparedSearch,
+        now: float,
+        limit: int,
+        *,
+        pushed: bool,
+        after: ItemRow | None = None,
+        offset: int = 0,
     ) -> list[ItemRow]:
+        prefix: list[Any] = []
         if op.namespace_prefix:
             text = encode_namespace(op.namespace_prefix)
-            args: list[Any] = [text, text + ".", text + "/", now, limit, offset]
-            cursor = await conn.execute(self.page_scoped, args)
-        else:
-            cursor = await conn.execute(self.page_all, [now, limit, offset])
+            prefix = [text, text + ".", text + "/"]
+        template = self._page_scoped if prefix else self._page_all
+        condition = op.filter.jsonb_superset("value::jsonb") if pushed else None
+        pushed_sql, pushed_args = condition if condition is not None else ("", [])
+        after_sql, after_args = "", []
+        if after is not None:
+            after_sql = (
+                " AND (updated_at < %s OR (updated_at = %s AND (namespace, key) > (%s, %s)))"
+            )
+            after_args = [after.updated_at, after.updated_at, after.namespace, after.key]
+        statement = sql.SQL(template).format(
+            items=self._items,
+            pushed=sql.SQL(" AND " + pushed_sql if pushed_sql else ""),
+            after=sql.SQL(after_sql),
+        )
+        args = [*prefix, now, *pushed_args, *after_args, limit, offset]
+        cursor = await conn.execute(statement, args)
         return [ItemRow._make(row) for row in await cursor.fetchall()]
+
+    def _with_filter(self, template: str, op: PreparedSearch) -> tuple[sql.Composed, list[Any]]:
+        """``template`` with the filter's jsonb superset in SQL (and its parameters): only
+        rows that may match travel; the predicate decides."""
+        pushed = None if op.filter.is_empty else op.filter.jsonb_superset("value::jsonb")
+        text, params = pushed if pushed is not None else ("", [])
+        condition = sql.SQL(" AND " + text if text else "")
+        return sql.SQL(template).format(items=self._items, pushed=condition), params
 
     async def candidates(
         self, conn: Connection, op: PreparedSearch, now: float
@@ -277,9 +315,11 @@ class Statements:
         async with conn.transaction():
             cursor = conn.cursor(name="memlane_candidates")
             if op.namespace_prefix:
-                await cursor.execute(self.scope_all_rows, [*scope, now])
+                statement, pushed = self._with_filter(self._scope_all_rows, op)
+                await cursor.execute(statement, [*scope, now, *pushed])
             else:
-                await cursor.execute(self.all_rows, [now])
+                statement, pushed = self._with_filter(self._all_rows, op)
+                await cursor.execute(statement, [now, *pushed])
             while page := await cursor.fetchmany(_SCAN_PAGE):
                 big = len(page) > _PAGE
                 kept += await anyio.to_thread.run_sync(keep, page) if big else keep(page)
