@@ -130,14 +130,27 @@ async def test_writes_and_reads_go_on_after_the_server_restarts(
 
 
 async def test_a_killed_writer_connection_is_replaced(postgres_dsn: str) -> None:
+    """Its idle connections ended by the server (once the backends are gone), the store's
+    next writes and reads connect again: no error, and nothing reported unknown."""
     async with PostgresStore.open(postgres_dsn, schema=fresh_schema()) as store:
         await store.aput(("a",), "k1", {"v": 1})
         async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as admin:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            cursor = await admin.execute(
+                "SELECT pid FROM pg_stat_activity"
                 " WHERE pid <> pg_backend_pid() AND datname = current_database()"
                 " AND application_name = '' AND backend_type = 'client backend'"
             )
+            pids = [row[0] for row in await cursor.fetchall()]
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid",
+                                [pids])
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:  # pg_terminate_backend only signals: wait for them to end
+                cursor = await admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]
+                )
+                if await cursor.fetchone() == (0,):
+                    break
+                assert asyncio.get_running_loop().time() < deadline, "backends still there"
         for n in range(2, 6):
             await store.aput(("a",), f"k{n}", {"v": n})
         assert len(await store.asearch(("a",))) == 5
@@ -570,3 +583,32 @@ async def test_a_statement_timeout_fails_the_read_clearly_and_the_store_goes_on(
         finally:
             await lock.close()
         assert await store.aget(("a",), "k") is not None
+
+
+async def test_old_feed_rows_are_trimmed_and_the_trim_recorded(postgres_dsn: str) -> None:
+    """The writers trim feed rows older than FEED_KEEP_S (after a batch), and record the
+    newest xid trimmed: what makes a replica that looked before it reload."""
+    from tests.conftest import KEYWORD_DIMS, keyword_embed
+
+    from memlane import IndexConfig
+    from memlane.store.postgres.replica import FEED_KEEP_S
+
+    index = IndexConfig(dims=KEYWORD_DIMS, embed=keyword_embed, fields=["text"])
+    schema = fresh_schema()
+    now = [1_700_000_000.0]
+    async with PostgresStore.open(
+        postgres_dsn, schema=schema, index=index, clock=lambda: now[0]
+    ) as store:
+        await store.aput(("a",), "old", {"text": "rain"})
+        async with await psycopg.AsyncConnection.connect(postgres_dsn, autocommit=True) as conn:
+            cursor = await conn.execute(f"SELECT count(*) FROM {schema}.changes")
+            assert await cursor.fetchone() == (1,)
+            now[0] += FEED_KEEP_S + 1
+            store._writer._statements._next_trim = 0.0  # due now, not in 30 s
+            await store.aput(("a",), "new", {"text": "sun"})
+            cursor = await conn.execute(f"SELECT count(*) FROM {schema}.changes")
+            assert await cursor.fetchone() == (1,), "the old row trimmed, the new one kept"
+            cursor = await conn.execute(
+                f"SELECT value FROM {schema}.memlane_meta WHERE name = 'feed_trimmed_below'"
+            )
+            assert await cursor.fetchone() is not None

@@ -25,11 +25,12 @@ import asyncio
 import logging
 from typing import Any
 
+import anyio.to_thread
 import numpy as np
 from psycopg import sql
 
 from memlane.store.postgres.connections import Connection
-from memlane.store.postgres.vectors import decode_vector
+from memlane.store.postgres.vectors import decode_vectors
 from memlane.vectors import VectorIndex
 
 __all__ = ["FEED_KEEP_S", "Replica"]
@@ -37,6 +38,7 @@ __all__ = ["FEED_KEEP_S", "Replica"]
 log = logging.getLogger(__name__)
 
 FEED_KEEP_S = 300.0  # feed rows are trimmed after this long; a replica behind it reloads
+_LOAD_PAGE = 10_000  # vectors a page while a replica loads
 
 
 class Replica:
@@ -105,24 +107,42 @@ class Replica:
             await self._read_all(conn)
 
     async def _read_all(self, conn: Connection) -> None:
-        cursor = conn.cursor(binary=True)
-        await cursor.execute(self._all_vectors)
-        ids, counts, blocks = _group(await cursor.fetchall())
+        """Every vector, through a server-side cursor a page at a time, each page decoded
+        on a thread, and the index loaded there too (the replica's lock keeps it the one
+        writer): a reload of a big store holds neither the loop nor a second copy of it."""
+        dims = self.index.dims
+        owners: list[np.ndarray] = []
+        blocks: list[np.ndarray] = []
+        async with conn.transaction():
+            cursor = conn.cursor(name="memlane_vectors", binary=True)
+            await cursor.execute(self._all_vectors)
+            while page := await cursor.fetchmany(_LOAD_PAGE):
+                ids, vectors = await anyio.to_thread.run_sync(_decode, page, dims)
+                owners.append(ids)
+                blocks.append(vectors)
+            await cursor.close()
+        await anyio.to_thread.run_sync(self._replace_all, owners, blocks)
+
+    def _replace_all(self, owners: list[np.ndarray], blocks: list[np.ndarray]) -> None:
+        every = np.concatenate(owners) if owners else np.empty(0, np.int64)
+        ids, counts = np.unique(every, return_counts=True)  # rows come ordered by item
         stale = np.setdiff1d(self.index.item_ids(), ids, assume_unique=True)
         if len(stale):
             self.index.remove(stale.tolist())
-        vectors = np.stack(blocks) if blocks else np.empty((0, self.index.dims), np.float32)
+        vectors = np.concatenate(blocks) if blocks else np.empty((0, self.index.dims), "f4")
         self.index.load(ids, counts, vectors)
 
     async def _apply(self, conn: Connection, ids: list[int]) -> None:
         cursor = conn.cursor(binary=True)
         await cursor.execute(self._vectors_of, [ids])
-        found, counts, blocks = _group(await cursor.fetchall())
+        owners, vectors = _decode(await cursor.fetchall(), self.index.dims)
+        found, counts = np.unique(owners, return_counts=True)
         gone = sorted(set(ids) - set(found.tolist()))
         if gone:
             self.index.remove(gone)
         if len(found):
-            self.index.load(found, counts, np.stack(blocks))
+            self.index.load(found, counts, vectors)
+
 
 async def _snapshot(conn: Connection) -> str:
     cursor = await conn.execute("SELECT pg_current_snapshot()::text")
@@ -131,10 +151,7 @@ async def _snapshot(conn: Connection) -> str:
     return str(row[0])
 
 
-def _group(rows: list[Any]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Rows of (item_id, vector) ordered by item: unique ids, vectors per id, the vectors."""
-    if not rows:
-        return np.empty(0, np.int64), np.empty(0, np.int64), []
+def _decode(rows: list[Any], dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of (item_id, vector in binary): the owners and the (n, dims) vectors."""
     owners = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-    ids, counts = np.unique(owners, return_counts=True)
-    return ids, counts, [decode_vector(row[1]) for row in rows]
+    return owners, decode_vectors([row[1] for row in rows], dims)

@@ -16,10 +16,7 @@ import psycopg
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
-__all__ = ["VectorArray", "decode_vector", "encode_vectors", "register_vector_types"]
-
-_HEADER = struct.Struct(">hh")  # pgvector's binary value: dims, unused, then dims x >f4
-
+__all__ = ["VectorArray", "decode_vectors", "encode_vectors", "register_vector_types"]
 
 class VectorArray(bytes):
     """A ``vector[]`` parameter, already in PostgreSQL's binary array format."""
@@ -39,10 +36,16 @@ def encode_vectors(vectors: np.ndarray, vector_oid: int) -> VectorArray:
     return VectorArray(struct.pack(">iiIii", 1, 0, vector_oid, n, 1) + elements.tobytes())
 
 
-def decode_vector(data: bytes) -> np.ndarray:
-    """One pgvector value in binary form as float32."""
-    dims, _ = _HEADER.unpack_from(data)
-    return np.frombuffer(data, dtype=">f4", count=dims, offset=_HEADER.size).astype(np.float32)
+def decode_vectors(values: list[bytes], dims: int) -> np.ndarray:
+    """pgvector values in binary form (each int16 dims, int16 unused, dims big-endian
+    float4) as one (n, dims) float32 array: one numpy pass, not a Python call each."""
+    layout = np.dtype([("dim", ">i2"), ("unused", ">i2"), ("v", ">f4", (dims,))])
+    if not values:
+        return np.empty((0, dims), dtype=np.float32)
+    rows = np.frombuffer(b"".join(values), dtype=layout)
+    if len(rows) != len(values) or (rows["dim"] != dims).any():
+        raise ValueError(f"stored vectors are not all {dims}-dimensional")
+    return rows["v"].astype(np.float32)
 
 
 async def register_vector_types(conn: psycopg.AsyncConnection[Any]) -> int:

@@ -44,7 +44,7 @@ from memlane.store.postgres.connections import Connection, is_lost
 from memlane.store.postgres.replica import FEED_KEEP_S, Replica
 from memlane.store.postgres.schema import schema_lock_id
 from memlane.store.postgres.vectors import encode_vectors
-from memlane.store.settle import settle_fairly
+from memlane.store.settle import SLICE, settle_fairly
 from memlane.store.sqlite.codec import encode_namespace
 from memlane.store.timestamps import Clock
 from memlane.store.types import StoreClosedError
@@ -195,7 +195,12 @@ class PostgresWriter(DurableWriter):
                                 conn, entries, stamps, touches, sweep, now
                             )
                             committing = True  # leaving the block sends COMMIT
-                    self._mirror(outcome)
+                    if len(outcome.upserted) + len(outcome.removed) > SLICE:
+                        # a big batch's vectors into the index: work for a thread
+                        await anyio.to_thread.run_sync(self._mirror, outcome)
+                    else:
+                        self._mirror(outcome)
+                await self._statements.trim_if_due(conn, now)
                 return outcome
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
                 if attempt == _RETRIES - 1:
@@ -288,33 +293,6 @@ class _Statements:
             " created_at bigint, updated_at bigint, ttl_minutes float8, expires_at float8)"
         )
         columns = "namespace, key, value, created_at, updated_at, ttl_minutes, expires_at"
-        returning = " RETURNING id, namespace, key" if feed is not None else ""
-        # An overwrite of an expired item (not yet swept) is a new item: a new created_at.
-        self.upsert = sql.SQL(
-            f"INSERT INTO {{items}} ({columns}) SELECT {columns} FROM {recordset}"
-            f" ORDER BY namespace, key"
-            f" ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,"
-            f" created_at = CASE WHEN items.expires_at IS NOT NULL AND items.expires_at <= %s"
-            f"   THEN excluded.created_at ELSE items.created_at END,"
-            f" updated_at = excluded.updated_at, ttl_minutes = excluded.ttl_minutes,"
-            f" expires_at = excluded.expires_at{returning}"
-        ).format(items=items)
-        # Imported items keep the timestamps they bring.
-        self.import_ = sql.SQL(
-            f"INSERT INTO {{items}} ({columns}) SELECT {columns} FROM {recordset}"
-            f" ORDER BY namespace, key"
-            f" ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,"
-            f" created_at = excluded.created_at, updated_at = excluded.updated_at,"
-            f" ttl_minutes = excluded.ttl_minutes, expires_at = excluded.expires_at{returning}"
-        ).format(items=items)
-        # Each key found by its own index probe (LATERAL ... LIMIT 1): joined to the
-        # recordset, the planner guesses 100 rows and scans the whole table instead.
-        self.delete = sql.SQL(
-            "DELETE FROM {items} WHERE id = ANY(ARRAY(SELECT x.id FROM"
-            " json_to_recordset(%s) AS r(namespace text, key text) CROSS JOIN LATERAL"
-            " (SELECT i.id FROM {items} i WHERE i.namespace = r.namespace AND i.key = r.key"
-            " LIMIT 1) x)) RETURNING id"
-        ).format(items=items)
         self.touch = sql.SQL(
             "UPDATE {items} SET expires_at = GREATEST(expires_at, %s + ttl_minutes * 60)"
             " WHERE id = ANY(%b) AND ttl_minutes IS NOT NULL"
@@ -323,11 +301,6 @@ class _Statements:
             "DELETE FROM {items} WHERE expires_at IS NOT NULL AND expires_at <= %s RETURNING id"
         ).format(items=items)
         self.sweep_lock = schema_lock_id(schema, "sweep")
-        self.drop_vectors = sql.SQL("DELETE FROM {}.vectors WHERE item_id = ANY(%b)").format(name)
-        self.add_vectors = sql.SQL(
-            "INSERT INTO {}.vectors (item_id, n, embedding)"
-            " SELECT * FROM unnest(%b::bigint[], %b::smallint[], %b::vector[])"
-        ).format(name)
         self.mark = sql.SQL(
             "INSERT INTO {}.pending_vectors (item_id, fields)"
             " SELECT * FROM unnest(%b::bigint[], %b::json[])"
@@ -380,8 +353,14 @@ class _Statements:
             f" RETURNING id, namespace, key),",
             " w AS (SELECT * FROM u UNION ALL SELECT * FROM m)",
         ]
-        tail = " SELECT 'w', id, namespace, key FROM w UNION ALL SELECT 'd', id, NULL, NULL FROM d"
+        # Without an index nothing needs the rows' ids: none come back (data-modifying CTEs
+        # run whether or not the statement reads them).
+        tail = " SELECT 'n', NULL::bigint, NULL::text, NULL::text WHERE false"
         if self.feed is not None:
+            tail = (
+                " SELECT 'w', id, namespace, key FROM w"
+                " UNION ALL SELECT 'd', id, NULL, NULL FROM d"
+            )
             parts += [
                 ", nv AS (SELECT w.id, v.n, v.embedding FROM unnest(%(v_namespaces)b::text[],"
                 " %(v_keys)b::text[], %(v_numbers)b::smallint[], %(v_vectors)b::vector[])"
@@ -418,49 +397,59 @@ class _Statements:
         build = partial(_payloads, entries, stamps, touches, now)
         # Sorting and serialising thousands of rows is work for a thread, not the loop.
         payloads = await anyio.to_thread.run_sync(build) if len(entries) > MANY_OPS else build()
-        if self.can_go_in_one(touches, sweep):
-            await self._run_one_shot(conn, entries, payloads, now, outcome)
-            return outcome
-        # Sent together (pipelined), answered together: nothing waits between them.
-        deleting = upserting = importing = None
-        if payloads.deletes is not None:
-            deleting = await conn.execute(self.delete, [_raw_json(payloads.deletes)])
-        if payloads.fresh is not None:
-            upserting = await conn.execute(self.upsert, [_raw_json(payloads.fresh), now])
-        if payloads.imported is not None:
-            importing = await conn.execute(self.import_, [_raw_json(payloads.imported)])
+        if entries:  # the puts and deletes: one statement (vectors and the feed's row too)
+            written = await self._run_one_shot(conn, entries, payloads, now, outcome)
+            if self.feed is not None and self.feed.mark_pending:
+                await self._mark(conn, entries, written)
+        # In the same transaction when there is more (``PostgresWriter._commit``):
         for read_at, touched in payloads.touches.items():  # one statement per read time
             await conn.execute(self.touch, [read_at, touched])
-        written: list[tuple[Any, ...]] = []
-        if self.feed is not None:
-            if deleting is not None:
-                outcome.removed.extend(row[0] for row in await deleting.fetchall())
-            for cursor in (upserting, importing):
-                if cursor is not None:
-                    written.extend(await cursor.fetchall())
         if sweep is not None:
-            may = sweep
-            if not may:  # periodic: only while no other process sweeps
-                cursor = await conn.execute(
-                    "SELECT pg_try_advisory_xact_lock(%s)", [self.sweep_lock]
-                )
-                row = await cursor.fetchone()
-                may = bool(row and row[0])
-            if may:
-                cursor = await conn.execute(self.sweep, [now])
-                swept = [row[0] for row in await cursor.fetchall()]
-                outcome.swept = len(swept)
-                outcome.removed.extend(swept)
-        if self.feed is not None:
-            await self._vectors(conn, entries, written, outcome)
-            changed = [*outcome.removed, *(item_id for item_id, _ in outcome.upserted)]
-            if changed:
-                await conn.execute(self.log, [now, self.feed.writer, changed])
+            swept = await self._sweep(conn, sweep, now)
+            outcome.swept = len(swept)
+            outcome.removed.extend(swept)
+            if swept and self.feed is not None:
+                await conn.execute(self.log, [now, self.feed.writer, swept])
                 await conn.execute("SELECT pg_notify(%s, '')", [self.channel])
-            if time.monotonic() >= self._next_trim:
-                self._next_trim = time.monotonic() + FEED_KEEP_S / 10
-                await conn.execute(self.trim, [now - FEED_KEEP_S])
         return outcome
+
+    async def trim_if_due(self, conn: Connection, now: float) -> None:
+        """Every ``FEED_KEEP_S / 10``, after a committed batch, in a statement of its own
+        (autocommitted: a failure here fails no write; it is retried the next time)."""
+        if self.feed is None or time.monotonic() < self._next_trim:
+            return
+        self._next_trim = time.monotonic() + FEED_KEEP_S / 10
+        try:
+            await conn.execute(self.trim, [now - FEED_KEEP_S])
+        except psycopg.Error:
+            log.warning("memlane: trimming the change feed failed", exc_info=True)
+
+    async def _sweep(self, conn: Connection, explicit: bool, now: float) -> list[int]:
+        """Delete the expired items (a periodic sweep only while no other process sweeps:
+        the lock is the transaction's); their ids."""
+        if not explicit:
+            cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s)", [self.sweep_lock])
+            row = await cursor.fetchone()
+            if not (row and row[0]):
+                return []
+        cursor = await conn.execute(self.sweep, [now])
+        return [int(row[0]) for row in await cursor.fetchall()]
+
+    async def _mark(
+        self, conn: Connection, entries: list[Entry], written: dict[tuple[str, str], int]
+    ) -> None:
+        """``index=False`` on an indexed store: mark what was written for the next indexed
+        open (its vectors were dropped with the rewrite)."""
+        marked = [
+            (written[(encode_namespace(e.put.namespace), e.put.key)], e.put.index)
+            for e in entries
+            if not e.put.is_delete and e.put.index is not False
+        ]
+        if marked:
+            await conn.execute(
+                self.mark,
+                [[item_id for item_id, _ in marked], [encode_fields(index) for _, index in marked]],
+            )
 
     def can_go_in_one(self, touches: list[tuple[float, int]], sweep: bool | None) -> bool:
         """Whether a batch is one statement: only puts and deletes (no touches, no sweep,
@@ -470,7 +459,8 @@ class _Statements:
     async def _run_one_shot(
         self, conn: Connection, entries: list[Entry], payloads: _Payloads, now: float,
         outcome: _Outcome,
-    ) -> None:
+    ) -> dict[tuple[str, str], int]:
+        """The puts and deletes; (namespace text, key) -> id of each item written."""
         params: dict[str, Any] = {
             "deletes": _raw_json(payloads.deletes or b"[]"),
             "fresh": _raw_json(payloads.fresh or b"[]"),
@@ -507,55 +497,15 @@ class _Statements:
                 "channel": self.channel,
             }
         cursor = await conn.execute(self.one_shot, params)
+        written: dict[tuple[str, str], int] = {}
         for kind, item_id, namespace, key in await cursor.fetchall():
             if kind == "d":
                 outcome.removed.append(int(item_id))
-            elif kind == "w" and self.feed is not None:
-                outcome.upserted.append((int(item_id), vectors[(str(namespace), str(key))]))
-
-    async def _vectors(
-        self,
-        conn: Connection,
-        entries: list[Entry],
-        written: list[tuple[Any, ...]],
-        outcome: _Outcome,
-    ) -> None:
-        """Replace the vectors of the items written (or, with ``mark_pending``, mark them
-        for the next indexed open); note them for the replica."""
-        assert self.feed is not None
-        if not written:
-            return
-        ids = {(str(namespace), str(key)): int(item_id) for item_id, namespace, key in written}
-        by_id: list[tuple[int, Entry]] = []
-        for entry in entries:
-            if not entry.put.is_delete:
-                by_id.append((ids[(encode_namespace(entry.put.namespace), entry.put.key)], entry))
-        await conn.execute(self.drop_vectors, [[item_id for item_id, _ in by_id]])
-        if self.feed.mark_pending:
-            marked = [(i, e) for i, e in by_id if e.put.index is not False]
-            if marked:
-                await conn.execute(
-                    self.mark,
-                    [[i for i, _ in marked], [encode_fields(e.put.index) for _, e in marked]],
-                )
-            outcome.upserted.extend((item_id, _NO_VECTORS) for item_id, _ in by_id)
-            return
-        owners: list[int] = []
-        numbers: list[int] = []
-        blocks: list[np.ndarray] = []
-        for item_id, entry in by_id:
-            vectors = entry.vectors if entry.vectors is not None else _NO_VECTORS
-            outcome.upserted.append((item_id, vectors))
-            owners.extend([item_id] * len(vectors))
-            numbers.extend(range(len(vectors)))
-            if len(vectors):
-                blocks.append(vectors)
-        if blocks:
-            stacked = np.concatenate(blocks).astype(np.float32, copy=False)
-            await conn.execute(
-                self.add_vectors,
-                [owners, numbers, encode_vectors(stacked, self.feed.vector_oid)],
-            )
+            elif kind == "w":
+                written[(str(namespace), str(key))] = int(item_id)
+                if self.feed is not None:
+                    outcome.upserted.append((int(item_id), vectors[(str(namespace), str(key))]))
+        return written
 
 
 _NO_VECTORS = np.zeros((0, 0), dtype=np.float32)  # an item without vectors (or pending)
